@@ -1,0 +1,487 @@
+//! Typed, validated configuration read from the environment (the table in api.md).
+//!
+//! Every invalid value is an error naming the variable and what it accepts, so that a bad deploy
+//! stops before the port is bound instead of half-working.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+
+use crate::error::Error;
+
+pub const MIN_PBKDF2_ITERATIONS: u32 = 1000;
+pub const RECOMMENDED_PBKDF2_ITERATIONS: u32 = 600_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlg {
+    Es256,
+    EdDsa,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::EdDsa => "EdDSA",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub listen_addr: SocketAddr,
+    pub static_dir: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub signing_alg: SigningAlg,
+    pub access_ttl: Duration,
+    pub session_ttl: Duration,
+    pub session_idle: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub pbkdf2_iterations: u32,
+    pub password_min_score: u8,
+    pub login_free_failures: u32,
+    pub ip_logins_per_minute: u32,
+    pub ip_registrations_per_hour: u32,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allowed_origins: Vec<String>,
+    pub cookie_secure: bool,
+    pub max_concurrent_hashes: usize,
+    pub hash_queue: usize,
+    pub key_rotation: Duration,
+    pub key_encryption_key: Option<[u8; 32]>,
+    pub db_pool_size: usize,
+    pub db_pool_timeout: Duration,
+    pub db_ca_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+// Hand-written so that the database password and the key-encryption key never reach a log line.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen_addr", &self.listen_addr)
+            .field("static_dir", &self.static_dir)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("signing_alg", &self.signing_alg)
+            .field("access_ttl", &self.access_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("session_idle", &self.session_idle)
+            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
+            .field("pbkdf2_iterations", &self.pbkdf2_iterations)
+            .field("password_min_score", &self.password_min_score)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
+            .field("hash_queue", &self.hash_queue)
+            .field(
+                "key_encryption_key",
+                &self.key_encryption_key.map(|_| "<set>"),
+            )
+            .field("db_pool_size", &self.db_pool_size)
+            .field("db_pool_timeout", &self.db_pool_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user:secret@host/db` with the password replaced, for log lines.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply their own values.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let env = Env { lookup: &lookup };
+        let database_url = env.required("DATABASE_URL")?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "DATABASE_URL",
+                "a postgres:// or postgresql:// URL",
+            ));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let session_ttl = env.secs("AUTH_SESSION_TTL_SECS", 2_592_000, 60, 10 * 365 * 86_400)?;
+        let session_idle = env.secs("AUTH_SESSION_IDLE_SECS", 604_800, 60, 10 * 365 * 86_400)?;
+        let issuer = env.string("AUTH_ISSUER", "http://localhost:8080")?;
+        let config = Config {
+            listen_addr: env.parsed(
+                "LISTEN_ADDR",
+                "0.0.0.0:8080",
+                "a socket address such as 0.0.0.0:8080",
+            )?,
+            static_dir: env.optional("STATIC_DIR").map(PathBuf::from),
+            audience: env.string("AUTH_AUDIENCE", "latchkey")?,
+            signing_alg: match env.optional("AUTH_SIGNING_ALG").as_deref() {
+                None | Some("ES256") => SigningAlg::Es256,
+                Some("EdDSA") => SigningAlg::EdDsa,
+                Some(_) => return Err(invalid("AUTH_SIGNING_ALG", "ES256 or EdDSA")),
+            },
+            access_ttl: env.secs("AUTH_ACCESS_TTL_SECS", 900, 10, 86_400)?,
+            session_ttl,
+            session_idle,
+            refresh_reuse_grace: env.secs("AUTH_REFRESH_REUSE_GRACE_SECS", 10, 0, 300)?,
+            pbkdf2_iterations: env.number(
+                "AUTH_PBKDF2_ITERATIONS",
+                RECOMMENDED_PBKDF2_ITERATIONS,
+                MIN_PBKDF2_ITERATIONS,
+                100_000_000,
+            )?,
+            password_min_score: env.number("AUTH_PASSWORD_MIN_SCORE", 3, 0, 4)?,
+            login_free_failures: env.number("AUTH_LOGIN_FREE_FAILURES", 5, 1, 1000)?,
+            ip_logins_per_minute: env.number("AUTH_IP_LOGINS_PER_MINUTE", 30, 0, 1_000_000)?,
+            ip_registrations_per_hour: env.number(
+                "AUTH_IP_REGISTRATIONS_PER_HOUR",
+                20,
+                0,
+                1_000_000,
+            )?,
+            trusted_proxies: env.list(
+                "AUTH_TRUSTED_PROXIES",
+                "a comma-separated list of CIDRs such as 10.0.0.0/8",
+                |item| {
+                    IpNet::from_str(item)
+                        .or_else(|_| std::net::IpAddr::from_str(item).map(IpNet::from))
+                        .ok()
+                },
+            )?,
+            allowed_origins: env.list(
+                "AUTH_ALLOWED_ORIGINS",
+                "a comma-separated list of origins such as https://app.example.com",
+                normalise_origin,
+            )?,
+            cookie_secure: env.boolean("AUTH_COOKIE_SECURE", true)?,
+            max_concurrent_hashes: env.number("AUTH_MAX_CONCURRENT_HASHES", cpus, 1, 1024)?,
+            hash_queue: env.number("AUTH_HASH_QUEUE", 64, 0, 100_000)?,
+            key_rotation: Duration::from_secs(
+                86_400 * env.number::<u64>("AUTH_KEY_ROTATION_DAYS", 30, 1, 3650)?,
+            ),
+            key_encryption_key: match env.optional("AUTH_KEY_ENCRYPTION_KEY") {
+                None => None,
+                Some(text) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .ok()
+                        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                "AUTH_KEY_ENCRYPTION_KEY",
+                                "32 bytes in standard base64 (openssl rand -base64 32)",
+                            )
+                        })?,
+                ),
+            },
+            db_pool_size: env.number("DB_POOL_SIZE", 16, 1, 1000)?,
+            db_pool_timeout: Duration::from_millis(env.number(
+                "DB_POOL_TIMEOUT_MS",
+                2000,
+                10,
+                600_000,
+            )?),
+            db_ca_file: match env.optional("DB_CA_FILE") {
+                None => None,
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    if !path.is_file() {
+                        return Err(invalid("DB_CA_FILE", "the path of a readable PEM file"));
+                    }
+                    Some(path)
+                }
+            },
+            log_format: match env.optional("LOG_FORMAT").as_deref() {
+                None => None,
+                Some("json") => Some(LogFormat::Json),
+                Some("pretty") => Some(LogFormat::Pretty),
+                Some(_) => return Err(invalid("LOG_FORMAT", "json or pretty")),
+            },
+            issuer,
+            database_url,
+        };
+        if normalise_origin(&config.issuer).is_none() {
+            return Err(invalid("AUTH_ISSUER", "an http(s) URL"));
+        }
+        if config.session_idle > config.session_ttl {
+            return Err(invalid(
+                "AUTH_SESSION_IDLE_SECS",
+                "a number of seconds no larger than AUTH_SESSION_TTL_SECS",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The origin of `AUTH_ISSUER`, which is this service's own origin for the cookie check.
+    pub fn own_origin(&self) -> Option<String> {
+        normalise_origin(&self.issuer)
+    }
+}
+
+/// `scheme://host[:port]` in lower case without a path, or `None` when `text` is not an origin.
+pub fn normalise_origin(text: &str) -> Option<String> {
+    let text = text.trim().trim_end_matches('/');
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split('/').next()?;
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+fn invalid(variable: &'static str, expected: &str) -> Error {
+    Error::Config {
+        variable,
+        message: format!("expected {expected}"),
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// An unset or empty variable means "use the default".
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, Error> {
+        self.optional(name)
+            .ok_or_else(|| invalid(name, "a value (it is required)"))
+    }
+
+    fn string(&self, name: &'static str, default: &str) -> Result<String, Error> {
+        let value = self.optional(name).unwrap_or_else(|| default.to_owned());
+        if value.len() > 512 {
+            return Err(invalid(name, "at most 512 characters"));
+        }
+        Ok(value)
+    }
+
+    fn parsed<T: FromStr>(
+        &self,
+        name: &'static str,
+        default: &str,
+        expected: &str,
+    ) -> Result<T, Error> {
+        let value = self.optional(name).unwrap_or_else(|| default.to_owned());
+        value.trim().parse().map_err(|_| invalid(name, expected))
+    }
+
+    fn number<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, Error>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let expected = format!("a whole number from {min} to {max}");
+        let value = match self.optional(name) {
+            None => default,
+            Some(text) => text.trim().parse().map_err(|_| invalid(name, &expected))?,
+        };
+        if value < min || value > max {
+            return Err(invalid(name, &expected));
+        }
+        Ok(value)
+    }
+
+    fn secs(
+        &self,
+        name: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, Error> {
+        self.number(name, default, min, max)
+            .map(Duration::from_secs)
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool, Error> {
+        match self
+            .optional(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(invalid(name, "true or false")),
+        }
+    }
+
+    fn list<T>(
+        &self,
+        name: &'static str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
+        let Some(text) = self.optional(name) else {
+            return Ok(Vec::new());
+        };
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| parse(item).ok_or_else(|| invalid(name, expected)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config_with(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let mut map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.entry("DATABASE_URL".into())
+            .or_insert_with(|| "postgres://u:p@localhost/db".into());
+        Config::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    fn rejected_variable(pairs: &[(&str, &str)]) -> &'static str {
+        match config_with(pairs) {
+            Err(Error::Config { variable, .. }) => variable,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = config_with(&[]).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.access_ttl, Duration::from_secs(900));
+        assert_eq!(config.session_ttl, Duration::from_secs(2_592_000));
+        assert_eq!(config.session_idle, Duration::from_secs(604_800));
+        assert_eq!(config.refresh_reuse_grace, Duration::from_secs(10));
+        assert_eq!(config.pbkdf2_iterations, 600_000);
+        assert_eq!(config.password_min_score, 3);
+        assert_eq!(config.signing_alg, SigningAlg::Es256);
+        assert!(config.cookie_secure);
+        assert_eq!(config.hash_queue, 64);
+        assert_eq!(config.db_pool_size, 16);
+        assert_eq!(config.db_pool_timeout, Duration::from_millis(2000));
+        assert_eq!(
+            config.own_origin().as_deref(),
+            Some("http://localhost:8080")
+        );
+    }
+
+    #[test]
+    fn every_invalid_value_names_its_variable() {
+        assert_eq!(rejected_variable(&[("DATABASE_URL", "")]), "DATABASE_URL");
+        assert_eq!(
+            rejected_variable(&[("DATABASE_URL", "mysql://x")]),
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            rejected_variable(&[("LISTEN_ADDR", "nowhere")]),
+            "LISTEN_ADDR"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_SIGNING_ALG", "HS256")]),
+            "AUTH_SIGNING_ALG"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_PBKDF2_ITERATIONS", "999")]),
+            "AUTH_PBKDF2_ITERATIONS"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_PBKDF2_ITERATIONS", "many")]),
+            "AUTH_PBKDF2_ITERATIONS"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_PASSWORD_MIN_SCORE", "5")]),
+            "AUTH_PASSWORD_MIN_SCORE"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_COOKIE_SECURE", "maybe")]),
+            "AUTH_COOKIE_SECURE"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_TRUSTED_PROXIES", "10.0.0.0/33")]),
+            "AUTH_TRUSTED_PROXIES"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_ALLOWED_ORIGINS", "ftp://x")]),
+            "AUTH_ALLOWED_ORIGINS"
+        );
+        assert_eq!(
+            rejected_variable(&[("AUTH_KEY_ENCRYPTION_KEY", "c2hvcnQ=")]),
+            "AUTH_KEY_ENCRYPTION_KEY"
+        );
+        assert_eq!(rejected_variable(&[("DB_POOL_SIZE", "0")]), "DB_POOL_SIZE");
+        assert_eq!(
+            rejected_variable(&[("DB_CA_FILE", "/no/such/file.pem")]),
+            "DB_CA_FILE"
+        );
+        assert_eq!(rejected_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(
+            rejected_variable(&[
+                ("AUTH_SESSION_IDLE_SECS", "7200"),
+                ("AUTH_SESSION_TTL_SECS", "3600")
+            ]),
+            "AUTH_SESSION_IDLE_SECS"
+        );
+    }
+
+    #[test]
+    fn lists_and_origins_are_normalised() {
+        let config = config_with(&[
+            ("AUTH_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            (
+                "AUTH_ALLOWED_ORIGINS",
+                "https://App.Example.com/, http://localhost:3000",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(
+            config.allowed_origins,
+            vec!["https://app.example.com", "http://localhost:3000"]
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let config =
+            config_with(&[("DATABASE_URL", "postgres://app:hunter2secret@db:5432/x")]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2secret"));
+        assert!(printed.contains("postgres://app:***@db:5432/x"));
+    }
+}

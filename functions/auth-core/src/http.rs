@@ -1,0 +1,535 @@
+//! The HTTP face of the service: router, extractors, thin handlers and middleware.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State,
+};
+use axum::handler::HandlerWithoutStateExt;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::error::{Error, ErrorCause};
+use crate::service::{Auth, ClientInfo};
+use crate::token::TokenSubject;
+
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub const REFRESH_COOKIE: &str = "refresh_token";
+const COOKIE_PATH: &str = "/api/v1/auth";
+const X_REQUEST_ID: &str = "x-request-id";
+
+pub type AppState = Arc<Auth>;
+
+/// Builds the whole service. The same router is served by the container, the Lambda and the tests.
+pub fn router(auth: AppState) -> Router {
+    let static_dir = auth.config.static_dir.clone();
+    let api = Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        // Must follow every route: it only applies to routes already added.
+        .method_not_allowed_fallback(method_not_allowed);
+    let api = match static_dir {
+        Some(dir) => api.fallback_service(
+            ServeDir::new(dir)
+                .call_fallback_on_method_not_allowed(true)
+                .not_found_service(not_found.into_service()),
+        ),
+        None => api.fallback(not_found),
+    };
+    // Layers run outermost last-added: the request id is set first, so the log line and every
+    // response (errors included) carry it; the size check runs before any body is read.
+    api.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(reject_oversized_bodies))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn(log_requests))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(drop_invalid_request_id))
+        .with_state(auth)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+/// A client's request id is echoed only when it is short and plain, so it cannot smuggle text
+/// into log lines; otherwise a fresh one replaces it.
+async fn drop_invalid_request_id(mut request: Request, next: Next) -> Response {
+    let valid = request.headers().get(X_REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
+    if !valid {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Answers 413 from the declared length alone, before any handler reads the body.
+async fn reject_oversized_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Error::PayloadTooLarge.into_response();
+    }
+    next.run(request).await
+}
+
+/// One line per request, with the cause of any 5xx. Logged here rather than where errors are
+/// built, so that every line carries the request id, route, status and latency together.
+async fn log_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match response.extensions().get::<ErrorCause>() {
+        Some(ErrorCause(cause)) => {
+            tracing::error!(%method, %route, status, latency_ms, request_id, cause, "request failed")
+        }
+        None => tracing::info!(%method, %route, status, latency_ms, request_id, "request"),
+    }
+    response
+}
+
+/// A JSON body: 415 unless `Content-Type: application/json`, 413 over the limit, 400 when it does
+/// not parse into `T` (missing field, wrong type, malformed JSON).
+pub struct JsonBody<T>(pub T);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Error> {
+    match Bytes::from_request(request, state).await {
+        Ok(bytes) => Ok(bytes),
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            Err(Error::PayloadTooLarge)
+        }
+        Err(_) => Err(Error::InvalidRequest("The request body could not be read.")),
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            Error::InvalidRequest("A required field is missing or a field has the wrong JSON type.")
+        }
+        _ => Error::InvalidRequest("The request body is not valid JSON."),
+    })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = read_body(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], but an empty body is `None` (refresh and logout may rely on the cookie).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+    }
+}
+
+/// The bearer token of a request, if it sent one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The caller of an endpoint that needs a live session's access token.
+pub struct AuthUser(pub TokenSubject);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        auth: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = bearer_token(&parts.headers) else {
+            return Err(Error::InvalidToken {
+                presented: false,
+                reason: "no bearer token",
+            });
+        };
+        auth.authenticate(token, OffsetDateTime::now_utc())
+            .await
+            .map(AuthUser)
+    }
+}
+
+/// The client's address and user agent. Behind trusted proxies the address is the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy; anyone else's header is ignored.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .collect();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(forwarded.first())
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
+pub struct Client(pub ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        auth: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let ip =
+            client_ip(peer, &parts.headers, &auth.config.trusted_proxies).map(|ip| ip.to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok());
+        Ok(Client(ClientInfo::new(ip, user_agent)))
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+}
+
+fn refresh_cookie(auth: &Auth, token: &str, max_age: u64) -> HeaderValue {
+    let secure = if auth.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{REFRESH_COOKIE}={token}; HttpOnly; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}{secure}"
+    );
+    // Tokens are base64url, so the value is always a valid header.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A request that authenticates with the cookie must come from our own origin or an allowed one;
+/// browsers always send `Origin` on such cross-origin POSTs.
+fn check_origin(auth: &Auth, headers: &HeaderMap) -> Result<(), Error> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(crate::config::normalise_origin)
+        .ok_or(Error::ForbiddenOrigin)?;
+    let same_host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+    let allowed = same_host
+        || auth.config.own_origin().as_deref() == Some(origin.as_str())
+        || auth.config.allowed_origins.contains(&origin);
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::ForbiddenOrigin)
+    }
+}
+
+fn token_response(auth: &Auth, status: StatusCode, grant: crate::service::Grant) -> Response {
+    let cookie = refresh_cookie(auth, &grant.refresh_token, grant.refresh_expires_in);
+    (
+        status,
+        AppendHeaders([
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+            (header::SET_COOKIE, cookie),
+        ]),
+        Json(grant),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+async fn register(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Response, Error> {
+    let grant = auth
+        .register(
+            &body.email,
+            &body.password,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(token_response(&auth, StatusCode::CREATED, grant))
+}
+
+async fn login(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Response, Error> {
+    let grant = auth
+        .login(
+            &body.email,
+            &body.password,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(token_response(&auth, StatusCode::OK, grant))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+async fn refresh(
+    State(auth): State<AppState>,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
+) -> Result<Response, Error> {
+    let presented = match body {
+        Some(body) => body.refresh_token,
+        None => {
+            let cookie = cookie_value(&headers, REFRESH_COOKIE).ok_or(Error::InvalidToken {
+                presented: false,
+                reason: "no refresh token",
+            })?;
+            check_origin(&auth, &headers)?;
+            cookie.to_owned()
+        }
+    };
+    let grant = auth.refresh(&presented, OffsetDateTime::now_utc()).await?;
+    Ok(token_response(&auth, StatusCode::OK, grant))
+}
+
+async fn logout(
+    State(auth): State<AppState>,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
+) -> Result<Response, Error> {
+    let from_body = body.and_then(|body| body.refresh_token);
+    let from_cookie = cookie_value(&headers, REFRESH_COOKIE);
+    if from_body.is_none() && from_cookie.is_some() {
+        check_origin(&auth, &headers)?;
+    }
+    let refresh = from_body.as_deref().or(from_cookie);
+    auth.logout(bearer_token(&headers), refresh, OffsetDateTime::now_utc())
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        AppendHeaders([
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::SET_COOKIE, refresh_cookie(&auth, "", 0)),
+        ]),
+    )
+        .into_response())
+}
+
+async fn me(State(auth): State<AppState>, AuthUser(subject): AuthUser) -> Result<Response, Error> {
+    let user = auth.me(subject).await?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(user),
+    )
+        .into_response())
+}
+
+async fn jwks(State(auth): State<AppState>) -> Result<Response, Error> {
+    let jwks = auth.jwks(OffsetDateTime::now_utc()).await?;
+    Ok((
+        [
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+        ],
+        Json(jwks),
+    )
+        .into_response())
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(auth): State<AppState>) -> Response {
+    if auth.ready().await {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        Error::Unavailable("readiness check failed".into()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.0.0.3")]);
+        let untrusted_peer = "192.0.2.1".parse().ok();
+        assert_eq!(client_ip(untrusted_peer, &xff, &trusted), untrusted_peer);
+        let proxy = "10.0.0.2".parse().ok();
+        assert_eq!(
+            client_ip(proxy, &xff, &trusted),
+            "198.51.100.7".parse().ok()
+        );
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_ip(proxy, &headers(&[("x-forwarded-for", "garbage")]), &trusted),
+            proxy
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_and_cookies_are_found() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+        let cookies = headers(&[("cookie", "a=1; refresh_token=xyz; b=2")]);
+        assert_eq!(cookie_value(&cookies, "refresh_token"), Some("xyz"));
+        assert_eq!(cookie_value(&cookies, "refresh"), None);
+    }
+}

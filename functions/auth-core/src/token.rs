@@ -1,0 +1,527 @@
+//! Access tokens (JWTs signed with keys kept in PostgreSQL), the JWKS, and opaque refresh tokens.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::pkcs8::EncodePrivateKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::SigningAlg;
+use crate::error::Error;
+
+/// Clock skew allowed when checking `exp` and `iat`, from the contract.
+pub const LEEWAY_SECS: u64 = 30;
+/// Compact JWTs we issue are well under 1 KiB; anything far larger is not ours.
+const MAX_ACCESS_TOKEN_LEN: usize = 4096;
+const REFRESH_TOKEN_BYTES: usize = 32;
+/// Length of a base64url-encoded 32-byte refresh token.
+pub const REFRESH_TOKEN_LEN: usize = 43;
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// PKCS#8 v1 prefix for an Ed25519 private key; the 32-byte seed follows it. jsonwebtoken's JWK
+/// helper accepts only this short form.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+fn jwt_algorithm(alg: SigningAlg) -> Algorithm {
+    match alg {
+        SigningAlg::Es256 => Algorithm::ES256,
+        SigningAlg::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+pub fn parse_alg(text: &str) -> Option<SigningAlg> {
+    match text {
+        "ES256" => Some(SigningAlg::Es256),
+        "EdDSA" => Some(SigningAlg::EdDsa),
+        _ => None,
+    }
+}
+
+/// A freshly generated key pair, ready to be stored.
+pub struct NewKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub private_pkcs8: Vec<u8>,
+    pub public_jwk: serde_json::Value,
+}
+
+/// Generates a signing key; its `kid` is the RFC 7638 thumbprint of the public key.
+pub fn generate_key(alg: SigningAlg) -> Result<NewKey, Error> {
+    let private_pkcs8 = loop {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| Error::internal("no randomness for a key", e.to_string()))?;
+        match alg {
+            SigningAlg::Es256 => {
+                // A seed outside the curve order (odds about 2^-128) is simply drawn again.
+                if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&seed) {
+                    let der = key
+                        .to_pkcs8_der()
+                        .map_err(|e| Error::internal("encoding a new key", e.to_string()))?;
+                    break der.as_bytes().to_vec();
+                }
+            }
+            SigningAlg::EdDsa => {
+                let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+                der.extend_from_slice(&seed);
+                break der;
+            }
+        }
+    };
+    let encoding = encoding_key(alg, &private_pkcs8);
+    let mut jwk = Jwk::from_encoding_key(&encoding, jwt_algorithm(alg))
+        .map_err(|e| Error::internal("deriving a public key", e))?;
+    let kid = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| Error::internal("key thumbprint", e))?;
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let public_jwk =
+        serde_json::to_value(&jwk).map_err(|e| Error::internal("serialising a JWK", e))?;
+    Ok(NewKey {
+        kid,
+        alg,
+        private_pkcs8,
+        public_jwk,
+    })
+}
+
+fn encoding_key(alg: SigningAlg, pkcs8: &[u8]) -> EncodingKey {
+    match alg {
+        SigningAlg::Es256 => EncodingKey::from_ec_der(pkcs8),
+        SigningAlg::EdDsa => EncodingKey::from_ed_der(pkcs8),
+    }
+}
+
+/// A key as loaded from the database; `private_key` is sealed when `encrypted`.
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub private_key: Vec<u8>,
+    pub encrypted: bool,
+    pub public_jwk: serde_json::Value,
+    pub signs_from: OffsetDateTime,
+}
+
+const NONCE_LEN: usize = 12;
+
+/// AES-256-GCM under the key-encryption key: a random nonce followed by the ciphertext and tag.
+/// `label` (the kid or the secret's name) is bound as associated data, so a sealed value cannot
+/// be moved to another row.
+pub fn seal(kek: &[u8; 32], label: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, kek).map_err(|_| Error::internal("sealing", "bad key"))?,
+    );
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| Error::internal("no randomness for a nonce", e.to_string()))?;
+    let mut sealed = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(label.as_bytes()),
+        &mut sealed,
+    )
+    .map_err(|_| Error::internal("sealing", "encryption failed"))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+pub fn open(kek: &[u8; 32], label: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, kek).map_err(|_| Error::internal("opening", "bad key"))?,
+    );
+    if sealed.len() < NONCE_LEN {
+        return Err(Error::internal("opening a sealed value", "too short"));
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| Error::internal("opening", "bad nonce"))?;
+    let mut buffer = ciphertext.to_vec();
+    let plaintext = key
+        .open_in_place(nonce, Aad::from(label.as_bytes()), &mut buffer)
+        .map_err(|_| {
+            Error::internal(
+                "opening a sealed value",
+                "wrong AUTH_KEY_ENCRYPTION_KEY or corrupt data",
+            )
+        })?;
+    Ok(plaintext.to_vec())
+}
+
+/// Seals `plaintext` when a key-encryption key is configured; returns the stored form and whether
+/// it is sealed.
+pub fn protect(
+    kek: Option<&[u8; 32]>,
+    label: &str,
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, bool), Error> {
+    match kek {
+        Some(kek) => Ok((seal(kek, label, plaintext)?, true)),
+        None => Ok((plaintext.to_vec(), false)),
+    }
+}
+
+/// The inverse of [`protect`].
+pub fn unprotect(
+    kek: Option<&[u8; 32]>,
+    label: &str,
+    stored: Vec<u8>,
+    encrypted: bool,
+) -> Result<Vec<u8>, Error> {
+    match (encrypted, kek) {
+        (false, _) => Ok(stored),
+        (true, Some(kek)) => open(kek, label, &stored),
+        (true, None) => Err(Error::internal(
+            "opening a sealed value",
+            "it is encrypted but AUTH_KEY_ENCRYPTION_KEY is not set",
+        )),
+    }
+}
+
+struct LoadedKey {
+    kid: String,
+    alg: SigningAlg,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_jwk: serde_json::Value,
+    signs_from: OffsetDateTime,
+}
+
+/// Every key this service knows, ordered by when each starts signing.
+pub struct KeyRing {
+    keys: Vec<LoadedKey>,
+    by_kid: HashMap<String, usize>,
+    pub loaded_at: std::time::Instant,
+}
+
+impl KeyRing {
+    pub fn empty() -> Self {
+        KeyRing {
+            keys: Vec::new(),
+            by_kid: HashMap::new(),
+            loaded_at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn new(mut stored: Vec<StoredKey>, kek: Option<&[u8; 32]>) -> Result<Self, Error> {
+        stored.sort_by_key(|key| key.signs_from);
+        let mut keys = Vec::with_capacity(stored.len());
+        for key in stored {
+            let private_pkcs8 = unprotect(kek, &key.kid, key.private_key, key.encrypted)?;
+            let jwk: Jwk = serde_json::from_value(key.public_jwk.clone())
+                .map_err(|e| Error::internal("stored public key", e))?;
+            let decoding =
+                DecodingKey::from_jwk(&jwk).map_err(|e| Error::internal("stored public key", e))?;
+            keys.push(LoadedKey {
+                encoding: encoding_key(key.alg, &private_pkcs8),
+                decoding,
+                kid: key.kid,
+                alg: key.alg,
+                public_jwk: key.public_jwk,
+                signs_from: key.signs_from,
+            });
+        }
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (key.kid.clone(), i))
+            .collect();
+        Ok(KeyRing {
+            keys,
+            by_kid,
+            loaded_at: std::time::Instant::now(),
+        })
+    }
+
+    /// The newest key of `alg` that may sign at `now`.
+    fn signing_key(&self, alg: SigningAlg, now: OffsetDateTime) -> Option<&LoadedKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|key| key.alg == alg && key.signs_from <= now)
+    }
+
+    pub fn knows(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The public keys a verifier needs at `now`: each key that signed a token that may still be
+    /// valid, the key signing now, and the next key, published before it signs anything.
+    pub fn jwks(&self, now: OffsetDateTime, access_ttl: Duration) -> serde_json::Value {
+        let still_valid_for =
+            time::Duration::try_from(access_ttl + Duration::from_secs(LEEWAY_SECS))
+                .unwrap_or(time::Duration::DAY);
+        let keys: Vec<&serde_json::Value> = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(index, key)| {
+                let successor_since = self.keys[index + 1..]
+                    .iter()
+                    .find(|later| later.alg == key.alg)
+                    .map(|later| later.signs_from);
+                match successor_since {
+                    // Retired once its successor started signing; kept while its tokens live.
+                    Some(since) if since <= now => now < since + still_valid_for,
+                    _ => true,
+                }
+            })
+            .map(|(_, key)| &key.public_jwk)
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Who an accepted access token speaks for.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSubject {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+pub struct AccessTokenSettings<'a> {
+    pub alg: SigningAlg,
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub ttl: Duration,
+}
+
+pub fn issue_access_token(
+    ring: &KeyRing,
+    settings: &AccessTokenSettings<'_>,
+    subject: TokenSubject,
+    now: OffsetDateTime,
+) -> Result<String, Error> {
+    let key = ring
+        .signing_key(settings.alg, now)
+        .ok_or_else(|| Error::internal("signing", "no signing key is active"))?;
+    let iat = now.unix_timestamp();
+    let claims = AccessClaims {
+        iss: settings.issuer.to_owned(),
+        aud: settings.audience.to_owned(),
+        sub: subject.user_id.to_string(),
+        sid: subject.session_id.to_string(),
+        jti: Uuid::now_v7().to_string(),
+        iat,
+        exp: iat.saturating_add(i64::try_from(settings.ttl.as_secs()).unwrap_or(i64::MAX)),
+    };
+    let mut header = Header::new(jwt_algorithm(key.alg));
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| Error::internal("signing", e))
+}
+
+/// Why a token was refused, before the session check. `UnknownKey` lets the caller reload the
+/// key ring once, since another instance may have just published a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownKey,
+    Invalid(&'static str),
+}
+
+/// Verifies an access token's header, signature and claims. Only our own token shape passes:
+/// the configured algorithm, `typ` `at+jwt`, a known `kid`, and no key material in the header.
+pub fn verify_access_token(
+    ring: &KeyRing,
+    settings: &AccessTokenSettings<'_>,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<TokenSubject, Rejection> {
+    if token.len() > MAX_ACCESS_TOKEN_LEN || token.split('.').count() != 3 {
+        return Err(Rejection::Invalid("malformed"));
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|_| Rejection::Invalid("bad header"))?;
+    if header.alg != jwt_algorithm(settings.alg) {
+        return Err(Rejection::Invalid("algorithm not allowed"));
+    }
+    if !header.typ.as_deref().is_some_and(|typ| {
+        typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+            || typ.eq_ignore_ascii_case("application/at+jwt")
+    }) {
+        return Err(Rejection::Invalid("wrong typ"));
+    }
+    // We never put key material or key locations in a header; a token that does is forged.
+    if header.jwk.is_some()
+        || header.jku.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+        || header.crit.is_some()
+    {
+        return Err(Rejection::Invalid("key material in header"));
+    }
+    let kid = header.kid.ok_or(Rejection::Invalid("no kid"))?;
+    let index = *ring.by_kid.get(&kid).ok_or(Rejection::UnknownKey)?;
+    let key = &ring.keys[index];
+    if key.alg != settings.alg {
+        return Err(Rejection::Invalid("algorithm not allowed"));
+    }
+    let mut validation = Validation::new(jwt_algorithm(settings.alg));
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_audience(&[settings.audience]);
+    validation.set_issuer(&[settings.issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+        .map_err(|_| Rejection::Invalid("signature or claims"))?;
+    let claims = data.claims;
+    let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+    if claims.iat > now.unix_timestamp() + leeway || claims.exp <= claims.iat {
+        return Err(Rejection::Invalid("issued in the future"));
+    }
+    if claims.exp + leeway < now.unix_timestamp() {
+        return Err(Rejection::Invalid("expired"));
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 64 {
+        return Err(Rejection::Invalid("bad jti"));
+    }
+    let user_id = Uuid::parse_str(&claims.sub).map_err(|_| Rejection::Invalid("bad sub"))?;
+    let session_id = Uuid::parse_str(&claims.sid).map_err(|_| Rejection::Invalid("bad sid"))?;
+    Ok(TokenSubject {
+        user_id,
+        session_id,
+    })
+}
+
+/// A new random refresh token.
+pub fn new_refresh_token() -> Result<String, Error> {
+    let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::internal("no randomness for a token", e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The token that replaces `token` on rotation. Deriving it (keyed with a secret only the
+/// instances share) instead of drawing it lets every instance hand concurrent refreshes of one
+/// token the same successor, while the database keeps nothing but hashes.
+pub fn successor_refresh_token(secret: &[u8], token: &str) -> Result<String, Error> {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret)
+        .map_err(|e| Error::internal("refresh secret", e.to_string()))?;
+    mac.update(b"latchkey refresh successor v1\0");
+    mac.update(token.as_bytes());
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// What the database stores in place of a refresh token.
+pub fn refresh_token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Shape check before any database work: our refresh tokens are 43 base64url characters.
+pub fn looks_like_refresh_token(token: &str) -> bool {
+    token.len() == REFRESH_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_with(alg: SigningAlg) -> KeyRing {
+        let key = generate_key(alg).unwrap();
+        KeyRing::new(
+            vec![StoredKey {
+                kid: key.kid,
+                alg: key.alg,
+                private_key: key.private_pkcs8,
+                encrypted: false,
+                public_jwk: key.public_jwk,
+                signs_from: OffsetDateTime::UNIX_EPOCH,
+            }],
+            None,
+        )
+        .unwrap()
+    }
+
+    fn settings(alg: SigningAlg) -> AccessTokenSettings<'static> {
+        AccessTokenSettings {
+            alg,
+            issuer: "http://localhost:8080",
+            audience: "latchkey",
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn issued_tokens_verify_for_both_algorithms() {
+        for alg in [SigningAlg::Es256, SigningAlg::EdDsa] {
+            let ring = ring_with(alg);
+            let subject = TokenSubject {
+                user_id: Uuid::now_v7(),
+                session_id: Uuid::now_v7(),
+            };
+            let now = OffsetDateTime::now_utc();
+            let token = issue_access_token(&ring, &settings(alg), subject, now).unwrap();
+            let verified = verify_access_token(&ring, &settings(alg), &token, now).unwrap();
+            assert_eq!(verified.user_id, subject.user_id);
+            assert_eq!(verified.session_id, subject.session_id);
+        }
+    }
+
+    #[test]
+    fn a_token_of_the_other_algorithm_is_refused() {
+        let ring = ring_with(SigningAlg::EdDsa);
+        let subject = TokenSubject {
+            user_id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let token = issue_access_token(&ring, &settings(SigningAlg::EdDsa), subject, now).unwrap();
+        assert!(verify_access_token(&ring, &settings(SigningAlg::Es256), &token, now).is_err());
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_label() {
+        let kek = [7u8; 32];
+        let sealed = seal(&kek, "kid-1", b"private key bytes").unwrap();
+        assert!(!sealed.windows(17).any(|w| w == b"private key bytes"));
+        assert_eq!(open(&kek, "kid-1", &sealed).unwrap(), b"private key bytes");
+        assert!(open(&kek, "kid-2", &sealed).is_err());
+        assert!(open(&[8u8; 32], "kid-1", &sealed).is_err());
+        assert!(unprotect(None, "kid-1", sealed, true).is_err());
+    }
+
+    #[test]
+    fn successors_are_deterministic_per_secret_and_token() {
+        let token = new_refresh_token().unwrap();
+        assert!(looks_like_refresh_token(&token));
+        let first = successor_refresh_token(b"secret one", &token).unwrap();
+        assert_eq!(
+            first,
+            successor_refresh_token(b"secret one", &token).unwrap()
+        );
+        assert_ne!(
+            first,
+            successor_refresh_token(b"secret two", &token).unwrap()
+        );
+        assert!(looks_like_refresh_token(&first));
+        assert_ne!(refresh_token_hash(&token), refresh_token_hash(&first));
+    }
+}

@@ -1,0 +1,15 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test code may panic: a panic is how a test fails.
+//! The HTTP contract, end to end: a real server on a socket, real PostgreSQL, a fresh database
+//! per test.
+
+mod helpers;
+
+mod keys;
+mod login;
+mod logout;
+mod protocol;
+mod refresh;
+mod register;
+mod tls;
+mod tokens;

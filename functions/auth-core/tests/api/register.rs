@@ -1,0 +1,203 @@
+use serde_json::json;
+
+use crate::helpers::{STRONG_PASSWORD, spawn_app};
+
+#[tokio::test]
+async fn registration_returns_a_token_response_and_the_refresh_cookie() {
+    let app = spawn_app().await;
+    let reply = app.register("  Ann@Example.COM ", STRONG_PASSWORD).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = &reply.body;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["refresh_expires_in"], 2_592_000);
+    assert_eq!(body["user"]["email"], "ann@example.com");
+    let id = body["user"]["id"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    time::OffsetDateTime::parse(
+        body["user"]["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let refresh = reply.refresh_token();
+    assert!(refresh.len() >= 43, "at least 256 bits");
+    let cookies = reply.set_cookies();
+    assert_eq!(cookies.len(), 1);
+    assert_eq!(
+        cookies[0],
+        format!(
+            "refresh_token={refresh}; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=2592000; Secure"
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_cookie_drops_secure_only_when_configured() {
+    let app = crate::helpers::spawn_app_with(&[("AUTH_COOKIE_SECURE", "false")]).await;
+    let reply = app.signed_up("ann@example.com").await;
+    assert!(!reply.set_cookies()[0].contains("Secure"));
+}
+
+#[tokio::test]
+async fn only_a_hash_of_the_password_and_refresh_token_is_stored() {
+    let app = spawn_app().await;
+    let reply = app.signed_up("ann@example.com").await;
+    let db = app.db.client().await;
+    let row = db
+        .query_one("SELECT email, password_hash FROM users", &[])
+        .await
+        .unwrap();
+    let stored: String = row.get(1);
+    assert_eq!(row.get::<_, String>(0), "ann@example.com");
+    assert!(
+        stored.starts_with("$pbkdf2-sha256$i=1000,l=32$"),
+        "{stored}"
+    );
+    assert!(!stored.contains(STRONG_PASSWORD));
+    let refresh = reply.refresh_token();
+    let hashes = db
+        .query("SELECT token_hash FROM refresh_tokens", &[])
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 1);
+    let hash: Vec<u8> = hashes[0].get(0);
+    assert_ne!(hash, refresh.as_bytes());
+    assert_eq!(
+        hash,
+        auth_core::token::refresh_token_hash(&refresh).to_vec()
+    );
+}
+
+#[tokio::test]
+async fn an_email_registers_once_whatever_its_case() {
+    let app = spawn_app().await;
+    app.signed_up("ann@example.com").await;
+    app.register("ANN@example.com", STRONG_PASSWORD)
+        .await
+        .assert_problem(409, "email_taken");
+}
+
+#[tokio::test]
+async fn ten_concurrent_registrations_of_one_email_give_one_account() {
+    let app = spawn_app().await;
+    let attempts = (0..10).map(|i| {
+        let app = &app;
+        async move {
+            app.register(
+                if i % 2 == 0 {
+                    "race@example.com"
+                } else {
+                    "RACE@example.com"
+                },
+                STRONG_PASSWORD,
+            )
+            .await
+        }
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    let taken = replies
+        .iter()
+        .filter(|r| r.status == 409 && r.code() == "email_taken")
+        .count();
+    assert_eq!((created, taken), (1, 9), "{replies:?}");
+    let db = app.db.client().await;
+    let users: i64 = db
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sessions: i64 = db
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((users, sessions), (1, 1), "the losers left nothing behind");
+}
+
+#[tokio::test]
+async fn bad_emails_and_passwords_get_422_with_reasons_for_each_field() {
+    let app = spawn_app().await;
+    let reply = app.register("not-an-email", "short").await;
+    reply.assert_problem(422, "validation_failed");
+    let errors = &reply.body["errors"];
+    assert!(
+        errors["email"][0].as_str().unwrap().contains('@'),
+        "{errors}"
+    );
+    assert!(
+        errors["password"][0]
+            .as_str()
+            .unwrap()
+            .contains("at least 8"),
+        "{errors}"
+    );
+
+    let weak = app.register("ann@example.com", "password123").await;
+    weak.assert_problem(422, "validation_failed");
+    let reasons = weak.body["errors"]["password"].as_array().unwrap();
+    assert!(
+        reasons.len() >= 2,
+        "reasons and suggestions in words: {reasons:?}"
+    );
+    assert!(weak.body["errors"].get("email").is_none());
+
+    let too_long = app.register("ann@example.com", &"Zq9!".repeat(65)).await;
+    too_long.assert_problem(422, "validation_failed");
+    assert!(
+        too_long.body["errors"]["password"][0]
+            .as_str()
+            .unwrap()
+            .contains("at most 256")
+    );
+
+    let no_domain_dot = app.register("ann@localhost", STRONG_PASSWORD).await;
+    no_domain_dot.assert_problem(422, "validation_failed");
+}
+
+#[tokio::test]
+async fn a_password_built_from_the_email_is_too_weak() {
+    let app = spawn_app().await;
+    app.register("zanzibarquokka@example.com", "zanzibarquokka1")
+        .await
+        .assert_problem(422, "validation_failed");
+}
+
+#[tokio::test]
+async fn passwords_are_compared_after_nfkc_normalisation() {
+    let app = spawn_app().await;
+    // The "fi" ligature and full-width digits fold to plain "fi" and "12".
+    app.signed_up_with(
+        "ann@example.com",
+        "\u{FB01}gure skating \u{FF11}\u{FF12} harbour",
+    )
+    .await;
+    assert_eq!(
+        app.login("ann@example.com", "figure skating 12 harbour")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn unknown_fields_are_ignored() {
+    let app = spawn_app().await;
+    let reply = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({"email": "ann@example.com", "password": STRONG_PASSWORD, "admin": true}),
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+}
+
+impl crate::helpers::TestApp {
+    pub async fn signed_up_with(&self, email: &str, password: &str) -> crate::helpers::Reply {
+        let reply = self.register(email, password).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, then every test against real PostgreSQL. Without DATABASE_URL a
+# throwaway cluster is started in a temporary folder and removed afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  cluster=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-test-pg.XXXXXX")
+  chmod 755 "$cluster"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cleanup() {
+    scripts/pg.sh stop "$cluster" || true
+    rm -rf "$cluster"
+  }
+  trap cleanup EXIT
+  echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$port"
+  scripts/pg.sh start "$cluster" "$port" --throwaway
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  export LATCHKEY_TEST_CA="$cluster/ca.crt"
+fi
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked
+fi
