@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make run` and `make test`. The scripts do the work.
+.PHONY: run test lint fmt build clean-data
+
+run:
+	scripts/run.sh
+
+test:
+	scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	shellcheck scripts/*.sh .ci/run
+
+fmt:
+	cargo fmt --all
+
+build:
+	cargo build --workspace --release --locked
+
+# Stops nothing: run it after `make run` has exited. Deletes the local database.
+clean-data:
+	rm -rf .data

@@ -1,0 +1,288 @@
+//! The api-container binary as an operator runs it: configuration errors, logs, shutdown.
+
+// Test code may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_api-container");
+
+fn admin_url() -> String {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (make test sets it)");
+    url.split('?').next().unwrap().to_owned()
+}
+
+/// A fresh database for one test, dropped at the end.
+struct Database {
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Self {
+        let admin = admin_url();
+        let name = format!("latchkey_bin_{}", uuid::Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = &admin[..admin.rfind('/').unwrap()];
+        Database {
+            url: format!("{base}/{name}?sslmode=disable"),
+            name,
+        }
+    }
+
+    async fn drop_now(self) {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running service whose output goes to a file: a pipe nobody reads would block its logging.
+struct Service {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+fn start(database_url: &str, port: u16, extra: &[(&str, &str)]) -> Service {
+    let log = std::env::temp_dir().join(format!("api-container-test-{}.log", uuid::Uuid::new_v4()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("AUTH_PBKDF2_ITERATIONS", "1000")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file));
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    Service {
+        child: command.spawn().unwrap(),
+        log,
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service did not become ready");
+}
+
+fn terminate(service: &Service) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(service.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the process to exit on its own, within `limit`; returns its status and output.
+fn wait_exit(mut service: Service, limit: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            let text = String::from_utf8_lossy(&std::fs::read(&service.log).unwrap()).into_owned();
+            std::fs::remove_file(&service.log).unwrap();
+            return (status, text);
+        }
+        if Instant::now() > deadline {
+            service.child.kill().unwrap();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_invalid_setting_stops_start_up_with_a_message_naming_it() {
+    let port = free_port();
+    for (variable, value) in [
+        ("AUTH_PBKDF2_ITERATIONS", "12"),
+        ("AUTH_ACCESS_TTL_SECS", "soon"),
+        ("AUTH_SIGNING_ALG", "none"),
+        ("DB_POOL_TIMEOUT_MS", "-1"),
+    ] {
+        let child = start(
+            "postgres://nobody@127.0.0.1:1/none",
+            port,
+            &[(variable, value)],
+        );
+        let (status, output) = wait_exit(child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{output}");
+        assert!(output.contains(variable), "{output}");
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "the port was never bound"
+        );
+    }
+    let mut missing = Command::new(BINARY);
+    let output = missing.env_clear().output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn no_password_or_token_reaches_the_logs_even_at_trace_level() {
+    let db = Database::create().await;
+    let port = free_port();
+    let child = start(&db.url, port, &[("RUST_LOG", "trace")]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+
+    let password = "Sekrit-Passphrase-4-logs-test";
+    let wrong_password = "Wrong-Passphrase-4-logs-test";
+    let credentials = json!({"email": "ann@example.com", "password": password});
+    let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
+    let registered: Value = post("/api/v1/auth/register", credentials.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let logged_in: Value = post("/api/v1/auth/login", credentials.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wrong = post(
+        "/api/v1/auth/login",
+        json!({"email": "ann@example.com", "password": wrong_password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let refreshed: Value = post(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": logged_in["refresh_token"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let me = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(refreshed["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let logout = http
+        .post(format!("{base}/api/v1/auth/logout"))
+        .bearer_auth(registered["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+
+    terminate(&child);
+    let (status, logs) = wait_exit(child, Duration::from_secs(30));
+    assert!(status.success(), "{logs}");
+    assert!(
+        logs.contains("\"route\":\"/api/v1/auth/login\""),
+        "the requests were logged: {logs}"
+    );
+    let mut secrets = vec![password.to_owned(), wrong_password.to_owned()];
+    for grant in [&registered, &logged_in, &refreshed] {
+        secrets.push(grant["refresh_token"].as_str().unwrap().to_owned());
+        let access = grant["access_token"].as_str().unwrap();
+        secrets.push(access.to_owned());
+        // The signature alone would let nobody forge, but its presence would mean the token leaked.
+        secrets.push(access.rsplit('.').next().unwrap().to_owned());
+    }
+    for secret in secrets {
+        assert!(
+            !logs.contains(&secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
+    let db = Database::create().await;
+    let port = free_port();
+    // Costly hashing so that a login is still running when the signal arrives.
+    let child = start(&db.url, port, &[("AUTH_PBKDF2_ITERATIONS", "400000")]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let credentials =
+        json!({"email": "ann@example.com", "password": "correct horse battery staple"});
+    let registered = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let base = base.clone();
+        let credentials = credentials.clone();
+        async move {
+            http.post(format!("{base}/api/v1/auth/login"))
+                .json(&credentials)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    terminate(&child);
+    let answered = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight login was answered");
+    assert_eq!(answered.status(), 200);
+    let (status, logs) =
+        tokio::task::spawn_blocking(move || wait_exit(child, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "the listener is closed"
+    );
+    db.drop_now().await;
+}
