@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    auth_core::init_tracing(config.log_format);
+    auth_core::init_tracing(config.log_format, config.rust_log.as_deref());
     if config.pbkdf2_iterations < auth_core::config::RECOMMENDED_PBKDF2_ITERATIONS {
         tracing::warn!(
             iterations = config.pbkdf2_iterations,

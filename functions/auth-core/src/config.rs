@@ -66,6 +66,7 @@ pub struct Config {
     pub db_pool_timeout: Duration,
     pub db_ca_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub rust_log: Option<String>,
 }
 
 // Hand-written so that the database password and the key-encryption key never reach a log line.
@@ -142,7 +143,16 @@ impl Config {
                 "0.0.0.0:8080",
                 "a socket address such as 0.0.0.0:8080",
             )?,
-            static_dir: env.optional("STATIC_DIR").map(PathBuf::from),
+            static_dir: match env.optional("STATIC_DIR") {
+                None => None,
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    if !path.is_dir() {
+                        return Err(invalid("STATIC_DIR", "the path of an existing folder"));
+                    }
+                    Some(path)
+                }
+            },
             audience: env.string("AUTH_AUDIENCE", "latchkey")?,
             signing_alg: match env.optional("AUTH_SIGNING_ALG").as_deref() {
                 None | Some("ES256") => SigningAlg::Es256,
@@ -218,6 +228,18 @@ impl Config {
                         return Err(invalid("DB_CA_FILE", "the path of a readable PEM file"));
                     }
                     Some(path)
+                }
+            },
+            rust_log: match env.optional("RUST_LOG") {
+                None => None,
+                Some(filter) => {
+                    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|_| {
+                        invalid(
+                            "RUST_LOG",
+                            "a tracing filter such as info or auth_core=debug,info",
+                        )
+                    })?;
+                    Some(filter)
                 }
             },
             log_format: match env.optional("LOG_FORMAT").as_deref() {
@@ -450,6 +472,11 @@ mod tests {
             "DB_CA_FILE"
         );
         assert_eq!(rejected_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(rejected_variable(&[("RUST_LOG", "info,[[[")]), "RUST_LOG");
+        assert_eq!(
+            rejected_variable(&[("STATIC_DIR", "/no/such/folder")]),
+            "STATIC_DIR"
+        );
         assert_eq!(
             rejected_variable(&[
                 ("AUTH_SESSION_IDLE_SECS", "7200"),

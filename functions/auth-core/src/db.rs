@@ -96,6 +96,15 @@ pub fn create_pool(config: &Config) -> Result<Pool, Error> {
     if pg_config.get_application_name().is_none() {
         pg_config.application_name("latchkey");
     }
+    // A database host that stops answering (a failover, a firewall change) must turn into 503s
+    // within seconds, not hang requests until TCP gives up hours later.
+    pg_config.keepalives_idle(std::time::Duration::from_secs(30));
+    pg_config.tcp_user_timeout(std::time::Duration::from_secs(10));
+    if pg_config.get_options().is_none() {
+        pg_config.options(
+            "-c statement_timeout=10000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
+        );
+    }
     let tls = MakeRustlsConnect::new(tls_config(mode, config.db_ca_file.as_deref())?);
     let manager = Manager::from_config(
         pg_config,

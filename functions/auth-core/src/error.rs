@@ -249,17 +249,66 @@ pub fn cause_chain(error: &dyn std::error::Error) -> String {
 
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        Error::Unavailable(Box::new(error))
+        match error {
+            // Failing to open a connection means the database cannot serve us (down, restarting,
+            // being restored), except when it refuses our credentials: that is configuration.
+            deadpool_postgres::PoolError::Backend(error)
+                if error
+                    .code()
+                    .is_some_and(|code| code.code().starts_with("28")) =>
+            {
+                Error::internal("database refused the credentials", error)
+            }
+            deadpool_postgres::PoolError::Backend(error) => Error::Unavailable(Box::new(error)),
+            deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed => {
+                Error::Unavailable(Box::new(error))
+            }
+            other => Error::internal("database pool", other),
+        }
     }
+}
+
+/// Whether a database error means "the database cannot serve us right now" (503, retry later)
+/// rather than a bug or a misconfiguration (500, or a fatal start-up error).
+fn is_outage(error: &tokio_postgres::Error) -> bool {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exceptions; 53: out of resources (too many connections); 57P0x: the
+        // server is shutting down or starting; 57014/55P03: our statement or lock timeout fired;
+        // 25006: a read-only transaction, what a demoted writer answers during a failover.
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P0")
+            || matches!(code, "57014" | "55P03" | "25006");
+    }
+    if error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    error.to_string().contains("timeout")
 }
 
 impl From<tokio_postgres::Error> for Error {
     fn from(error: tokio_postgres::Error) -> Self {
-        // A query error from a live server is our bug; a dropped connection is an outage.
-        if error.as_db_error().is_some() {
-            Error::internal("database query failed", error)
-        } else {
-            Error::Unavailable(Box::new(error))
+        if is_outage(&error) {
+            return Error::Unavailable(Box::new(error));
         }
+        // The server's own message is what an operator needs; Display alone says "db error".
+        let described = match error.as_db_error() {
+            Some(db) => format!(
+                "{} ({}): {}",
+                db.message(),
+                db.code().code(),
+                db.detail().unwrap_or("")
+            ),
+            None => cause_chain(&error),
+        };
+        Error::internal("database", described)
     }
 }

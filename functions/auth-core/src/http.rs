@@ -307,8 +307,8 @@ fn refresh_cookie(auth: &Auth, token: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// A request that authenticates with the cookie must come from our own origin or an allowed one;
-/// browsers always send `Origin` on such cross-origin POSTs.
+/// A request that authenticates with the cookie must come from our own origin (that of
+/// `AUTH_ISSUER`) or an allowed one; browsers always send `Origin` on cross-origin POSTs.
 fn check_origin(auth: &Auth, headers: &HeaderMap) -> Result<(), Error> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -318,16 +318,7 @@ fn check_origin(auth: &Auth, headers: &HeaderMap) -> Result<(), Error> {
         .ok()
         .and_then(crate::config::normalise_origin)
         .ok_or(Error::ForbiddenOrigin)?;
-    let same_host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .is_some_and(|host| {
-            origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-        });
-    let allowed = same_host
-        || auth.config.own_origin().as_deref() == Some(origin.as_str())
+    let allowed = auth.config.own_origin().as_deref() == Some(origin.as_str())
         || auth.config.allowed_origins.contains(&origin);
     if allowed {
         Ok(())
@@ -390,7 +381,7 @@ async fn login(
 
 #[derive(Deserialize)]
 struct RefreshBody {
-    refresh_token: String,
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -403,8 +394,10 @@ async fn refresh(
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
 ) -> Result<Response, Error> {
-    let presented = match body {
-        Some(body) => body.refresh_token,
+    // A browser's fetch may send `{}` with the cookie, so a body without the field falls back to
+    // the cookie just as an empty body does.
+    let presented = match body.and_then(|body| body.refresh_token) {
+        Some(token) => token,
         None => {
             let cookie = cookie_value(&headers, REFRESH_COOKIE).ok_or(Error::InvalidToken {
                 presented: false,

@@ -64,10 +64,12 @@ impl Application {
 
 /// Logs as JSON lines (for containers and log shippers) or pretty text (for people at a
 /// terminal); by default JSON unless standard output is a terminal. `RUST_LOG` filters.
-pub fn init_tracing(format: Option<config::LogFormat>) {
+pub fn init_tracing(format: Option<config::LogFormat>, filter: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Config::from_env has already refused a filter that does not parse.
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or("info")).unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         config::LogFormat::Pretty
     } else {

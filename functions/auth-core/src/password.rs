@@ -156,6 +156,19 @@ pub fn verify_password(
         parsed.iterations,
         &mut computed,
     );
+    if parsed.iterations < configured_iterations {
+        // Spend what the configured count would have cost: a wrong password for an account with
+        // an old, cheaper hash must take as long as one for an unknown email (checked against a
+        // dummy hash at the configured count).
+        let mut wasted = [0u8; HASH_LEN];
+        pbkdf2::pbkdf2_hmac::<Sha256>(
+            password.as_bytes(),
+            &parsed.salt,
+            configured_iterations - parsed.iterations,
+            &mut wasted,
+        );
+        std::hint::black_box(&wasted);
+    }
     if bool::from(computed.ct_eq(&parsed.hash)) {
         Ok(Verification::Match {
             needs_rehash: parsed.iterations < configured_iterations,

@@ -222,8 +222,16 @@ impl Auth {
         let Ok(_one_at_a_time) = self.key_maintenance.try_lock() else {
             return Ok(ring);
         };
-        self.maintain_keys_locked(now).await?;
-        Ok(self.key_ring())
+        match self.maintain_keys_locked(now).await {
+            Ok(()) => Ok(self.key_ring()),
+            // The copy in memory still signs and verifies; a database blip must not fail a
+            // token response whose writes are already committed.
+            Err(error) if ring.can_sign(self.config.signing_alg, now) => {
+                tracing::warn!(error = %crate::error::cause_chain(&error), "key ring reload failed; using the loaded keys");
+                Ok(ring)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn grant(
@@ -261,15 +269,20 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<Grant, Error> {
-        let (email, password) = password::validate_credentials(
-            raw_email,
-            raw_password,
+        // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
+        // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
+        let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
+        let (min_score, iterations) = (
             self.config.password_min_score,
-        )?;
-        let iterations = self.config.pbkdf2_iterations;
-        let password_hash = self
+            self.config.pbkdf2_iterations,
+        );
+        let (email, password_hash) = self
             .hashing
-            .run(move || password::hash_password(&password, iterations))
+            .run(move || {
+                let (email, password) =
+                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
+                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
+            })
             .await??;
         let user = UserRow {
             id: Uuid::now_v7(),
@@ -455,17 +468,20 @@ impl Auth {
         refresh: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
-        let db = self.pool.get().await?;
+        // No connection is taken until there is something to revoke: signing out with nothing
+        // usable is a 204 even while the database is down.
         if let Some(bearer) = bearer
             && let Ok(subject) = self.verify_signature(bearer, now).await
         {
-            store::revoke_session(&db, subject.session_id, now).await?;
+            store::revoke_session(&self.pool.get().await?, subject.session_id, now).await?;
         }
-        if let Some(refresh) = refresh.filter(|token| token::looks_like_refresh_token(token))
-            && let Some(session_id) =
+        if let Some(refresh) = refresh.filter(|token| token::looks_like_refresh_token(token)) {
+            let db = self.pool.get().await?;
+            if let Some(session_id) =
                 store::session_for_refresh_token(&db, &token::refresh_token_hash(refresh)).await?
-        {
-            store::revoke_session(&db, session_id, now).await?;
+            {
+                store::revoke_session(&db, session_id, now).await?;
+            }
         }
         Ok(())
     }

@@ -254,8 +254,8 @@ impl KeyRing {
             .find(|key| key.alg == alg && key.signs_from <= now)
     }
 
-    pub fn knows(&self, kid: &str) -> bool {
-        self.by_kid.contains_key(kid)
+    pub fn can_sign(&self, alg: SigningAlg, now: OffsetDateTime) -> bool {
+        self.signing_key(alg, now).is_some()
     }
 
     /// The public keys a verifier needs at `now`: each key that signed a token that may still be

@@ -188,6 +188,18 @@ async fn health_and_readiness_follow_the_database() {
     app.me(&registered.access_token())
         .await
         .assert_problem(503, "unavailable");
+    let logout = Reply::from(
+        app.http
+            .post(app.url("/api/v1/auth/logout"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        logout.status, 204,
+        "signing out with nothing to revoke needs no database"
+    );
 }
 
 #[tokio::test]

@@ -151,11 +151,21 @@ async fn the_refresh_cookie_works_from_our_origin_and_is_refused_from_others() {
         .await
         .assert_problem(403, "forbidden_origin");
 
-    let same_origin = send(
-        Some(Box::leak(app.base.clone().into_boxed_str())),
-        cookie.clone(),
+    // The service's own origin is AUTH_ISSUER's (http://localhost:8080 by default); the Host a
+    // request names does not widen it.
+    let spoofed_host = Reply::from(
+        app.http
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("cookie", cookie.clone())
+            .header("origin", "http://evil.example.net")
+            .header("host", "evil.example.net")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
+    spoofed_host.assert_problem(403, "forbidden_origin");
+    let same_origin = send(Some("http://localhost:8080"), cookie.clone()).await;
     assert_eq!(same_origin.status, 200, "{}", same_origin.text);
     let next_cookie = format!("refresh_token={}", same_origin.refresh_cookie().unwrap());
     let allowed = send(Some("https://app.example.com"), next_cookie.clone()).await;
@@ -186,4 +196,25 @@ async fn a_body_token_needs_no_origin_check() {
         reply.status, 200,
         "a token in the body is not ambient authority"
     );
+}
+
+#[tokio::test]
+async fn a_json_body_without_the_field_falls_back_to_the_cookie() {
+    let app = spawn_app().await;
+    let registered = app.signed_up("ann@example.com").await;
+    let reply = Reply::from(
+        app.http
+            .post(app.url("/api/v1/auth/refresh"))
+            .header(
+                "cookie",
+                format!("refresh_token={}", registered.refresh_token()),
+            )
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_ne!(reply.refresh_token(), registered.refresh_token());
 }
