@@ -7,27 +7,33 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State,
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
 };
 use axum::handler::HandlerWithoutStateExt;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{AppendHeaders, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ipnet::IpNet;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::error::{Error, ErrorCause};
+use crate::metrics::{OutcomeLabels, RequestLabels, RouteLabels};
+use crate::openapi::Problem;
 use crate::service::{Auth, ClientInfo};
+use crate::service::{EventView, Grant, SessionView, UserView};
 use crate::token::TokenSubject;
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,15 +46,25 @@ pub type AppState = Arc<Auth>;
 /// Builds the whole service. The same router is served by the container, the Lambda and the tests.
 pub fn router(auth: AppState) -> Router {
     let static_dir = auth.config.static_dir.clone();
+    let cors = cors_layer(&auth.config.allowed_origins);
     let api = Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/me", get(me))
+        .route("/api/v1/me", get(me).delete(delete_account))
+        .route("/api/v1/me/password", post(change_password))
+        .route("/api/v1/me/events", get(events))
+        .route(
+            "/api/v1/sessions",
+            get(sessions).delete(revoke_other_sessions),
+        )
+        .route("/api/v1/sessions/{id}", delete(revoke_session))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         // Must follow every route: it only applies to routes already added.
         .method_not_allowed_fallback(method_not_allowed);
     let api = match static_dir {
@@ -60,18 +76,56 @@ pub fn router(auth: AppState) -> Router {
         None => api.fallback(not_found),
     };
     // Layers run outermost last-added: the request id is set first, so the log line and every
-    // response (errors included) carry it; the size check runs before any body is read.
-    api.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(reject_oversized_bodies))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(middleware::from_fn(log_requests))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(middleware::from_fn(drop_invalid_request_id))
-        .with_state(auth)
+    // response (errors and CORS preflights included) carry it; the size check runs before any
+    // body is read.
+    let api = api
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(reject_oversized_bodies));
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    api.layer(SetResponseHeaderLayer::overriding(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(middleware::from_fn_with_state(
+        Arc::clone(&auth),
+        observe_requests,
+    ))
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    .layer(middleware::from_fn(drop_invalid_request_id))
+    .with_state(auth)
+}
+
+/// CORS only for the configured origins, with credentials; none configured means no CORS
+/// headers at all, so browsers keep other sites out.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static(X_REQUEST_ID),
+            ])
+            .expose_headers([
+                HeaderName::from_static(X_REQUEST_ID),
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn not_found() -> Error {
@@ -112,9 +166,9 @@ async fn reject_oversized_bodies(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// One line per request, with the cause of any 5xx. Logged here rather than where errors are
-/// built, so that every line carries the request id, route, status and latency together.
-async fn log_requests(request: Request, next: Next) -> Response {
+/// One log line and the metrics per request, with the cause of any 5xx. Logged here rather than
+/// where errors are built, so that every line carries the request id, route, status and latency.
+async fn observe_requests(State(auth): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -130,7 +184,23 @@ async fn log_requests(request: Request, next: Next) -> Response {
         .to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    auth.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    auth.metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            method: method.to_string(),
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
     match response.extensions().get::<ErrorCause>() {
         Some(ErrorCause(cause)) => {
             tracing::error!(%method, %route, status, latency_ms, request_id, cause, "request failed")
@@ -341,12 +411,28 @@ fn token_response(auth: &Auth, status: StatusCode, grant: crate::service::Grant)
         .into_response()
 }
 
-#[derive(Deserialize)]
-struct Credentials {
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    #[schema(example = "ann@example.com", max_length = 254)]
     email: String,
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 8,
+        max_length = 256
+    )]
     password: String,
 }
 
+/// Register an account and start its first session.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered and signed in; the refresh cookie is set", body = Grant,
+            headers(("Set-Cookie" = String, description = "refresh_token=...; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=...; Secure"))),
+        (status = 400, response = Problem), (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 422, response = Problem), (status = 429, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
 async fn register(
     State(auth): State<AppState>,
     Client(client): Client,
@@ -363,34 +449,67 @@ async fn register(
     Ok(token_response(&auth, StatusCode::CREATED, grant))
 }
 
+/// Sign in: a new session.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in; the refresh cookie is set", body = Grant,
+            headers(("Set-Cookie" = String, description = "the refresh cookie"))),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 429, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
 async fn login(
     State(auth): State<AppState>,
     Client(client): Client,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
-    let grant = auth
+    let result = auth
         .login(
             &body.email,
             &body.password,
             &client,
             OffsetDateTime::now_utc(),
         )
-        .await?;
-    Ok(token_response(&auth, StatusCode::OK, grant))
+        .await;
+    let outcome = match &result {
+        Ok(_) => "succeeded",
+        Err(Error::InvalidCredentials) => "failed",
+        Err(Error::TooManyRequests { .. }) => "throttled",
+        Err(Error::Overloaded { .. }) => "overloaded",
+        Err(_) => "error",
+    };
+    auth.metrics
+        .logins
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    Ok(token_response(&auth, StatusCode::OK, result?))
 }
 
-#[derive(Deserialize)]
-struct RefreshBody {
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshBody {
+    /// Omit it (or send no body) to use the refresh cookie.
     refresh_token: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct LogoutBody {
+#[derive(Deserialize, ToSchema)]
+pub struct LogoutBody {
     refresh_token: Option<String>,
 }
 
+/// Rotate the refresh token and get a new access token.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body(content = Option<RefreshBody>, description = "The refresh token, or no body to use the cookie"),
+    responses(
+        (status = 200, description = "The refresh token was rotated; the cookie is set", body = Grant,
+            headers(("Set-Cookie" = String, description = "the refresh cookie"))),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
 async fn refresh(
     State(auth): State<AppState>,
+    Client(client): Client,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
 ) -> Result<Response, Error> {
@@ -407,12 +526,25 @@ async fn refresh(
             cookie.to_owned()
         }
     };
-    let grant = auth.refresh(&presented, OffsetDateTime::now_utc()).await?;
+    let grant = auth
+        .refresh(&presented, &client, OffsetDateTime::now_utc())
+        .await?;
     Ok(token_response(&auth, StatusCode::OK, grant))
 }
 
+/// End the session named by the bearer token and/or the refresh token (body or cookie).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    request_body(content = Option<LogoutBody>, description = "Optional refresh token"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out (also when no token, or a dead one, was sent); the cookie is cleared",
+            headers(("Set-Cookie" = String, description = "refresh_token=; Max-Age=0"))),
+        (status = 400, response = Problem), (status = 403, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
 async fn logout(
     State(auth): State<AppState>,
+    Client(client): Client,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
 ) -> Result<Response, Error> {
@@ -422,8 +554,13 @@ async fn logout(
         check_origin(&auth, &headers)?;
     }
     let refresh = from_body.as_deref().or(from_cookie);
-    auth.logout(bearer_token(&headers), refresh, OffsetDateTime::now_utc())
-        .await?;
+    auth.logout(
+        bearer_token(&headers),
+        refresh,
+        &client,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     Ok((
         StatusCode::NO_CONTENT,
         AppendHeaders([
@@ -434,15 +571,152 @@ async fn logout(
         .into_response())
 }
 
-async fn me(State(auth): State<AppState>, AuthUser(subject): AuthUser) -> Result<Response, Error> {
-    let user = auth.me(subject).await?;
-    Ok((
+fn private_json<T: serde::Serialize>(value: T) -> Response {
+    (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(user),
+        Json(value),
     )
-        .into_response())
+        .into_response()
 }
 
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, response = Problem), (status = 503, response = Problem)))]
+async fn me(State(auth): State<AppState>, AuthUser(subject): AuthUser) -> Result<Response, Error> {
+    Ok(private_json(auth.me(subject).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password; every other session ends.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses(
+        (status = 204, description = "Changed; every other session has ended"),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 422, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
+async fn change_password(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    Client(client): Client,
+    JsonBody(body): JsonBody<ChangePassword>,
+) -> Result<Response, Error> {
+    auth.change_password(
+        subject,
+        &body.current_password,
+        &body.new_password,
+        &client,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteAccount {
+    password: String,
+}
+
+/// Delete the account with its sessions, tokens and events; the email can register again.
+#[utoipa::path(delete, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    request_body = DeleteAccount,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
+async fn delete_account(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    JsonBody(body): JsonBody<DeleteAccount>,
+) -> Result<Response, Error> {
+    auth.delete_account(subject, &body.password).await?;
+    Ok(no_content())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    events: Vec<EventView>,
+}
+
+/// The newest 50 security events of the account.
+#[utoipa::path(get, path = "/api/v1/me/events", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = EventList), (status = 401, response = Problem), (status = 503, response = Problem)))]
+async fn events(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+) -> Result<Response, Error> {
+    Ok(private_json(EventList {
+        events: auth.events(subject).await?,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+}
+
+/// The account's live sessions, newest first; `current` marks the caller's.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401, response = Problem), (status = 503, response = Problem)))]
+async fn sessions(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+) -> Result<Response, Error> {
+    Ok(private_json(SessionList {
+        sessions: auth.sessions(subject, OffsetDateTime::now_utc()).await?,
+    }))
+}
+
+/// End one session of the account.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A session id from the list")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, response = Problem),
+        (status = 404, response = Problem),
+        (status = 503, response = Problem),
+    ))]
+async fn revoke_session(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    Client(client): Client,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
+    auth.revoke_session(subject, id, &client, OffsetDateTime::now_utc())
+        .await?;
+    Ok(no_content())
+}
+
+/// End every session of the account but the caller's.
+#[utoipa::path(delete, path = "/api/v1/sessions", tag = "sessions", security(("bearer" = [])),
+    responses((status = 204, description = "Every other session has ended"), (status = 401, response = Problem), (status = 503, response = Problem)))]
+async fn revoke_other_sessions(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    Client(client): Client,
+) -> Result<Response, Error> {
+    auth.revoke_other_sessions(subject, &client, OffsetDateTime::now_utc())
+        .await?;
+    Ok(no_content())
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    responses((status = 200, description = "JWKS: every key that signed a still-valid token, and the next key", body = Object,
+        headers(("Cache-Control" = String, description = "public, max-age=300"))), (status = 503, response = Problem)))]
 async fn jwks(State(auth): State<AppState>) -> Result<Response, Error> {
     let jwks = auth.jwks(OffsetDateTime::now_utc()).await?;
     Ok((
@@ -461,16 +735,50 @@ async fn jwks(State(auth): State<AppState>) -> Result<Response, Error> {
         .into_response())
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Serving", body = Object)))]
 async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// 200 when the database answers and is migrated, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object), (status = 503, response = Problem)))]
 async fn readyz(State(auth): State<AppState>) -> Response {
     if auth.ready().await {
         Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
         Error::Unavailable("readiness check failed".into()).into_response()
     }
+}
+
+/// Prometheus metrics. Expose this port to operators only: the front-end proxies nothing here.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String)))]
+async fn metrics(State(auth): State<AppState>) -> Response {
+    let status = auth.pool.status();
+    let text = auth.metrics.render(&crate::metrics::Snapshot {
+        hash_queue_depth: auth.hashing.queue_depth(),
+        pool_size: status.size,
+        pool_available: status.available,
+        pool_waiting: status.waiting,
+        pool_max: status.max_size,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

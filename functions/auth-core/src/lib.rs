@@ -5,6 +5,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod openapi;
 pub mod password;
 pub mod service;
 pub mod store;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::{Config, SigningAlg};
@@ -41,11 +42,13 @@ impl ClientInfo {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
+    #[schema(example = "ann@example.com")]
     pub email: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 
@@ -59,9 +62,42 @@ impl From<UserRow> for UserView {
     }
 }
 
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_used_at: OffsetDateTime,
+    /// The session's absolute end; the idle limit can end it sooner.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// registered, login_succeeded, login_failed, refreshed_reuse_detected, logged_out,
+    /// session_revoked or password_changed.
+    #[serde(rename = "type")]
+    #[schema(example = "login_succeeded")]
+    pub kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// The token response of register, login and refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Grant {
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
     pub access_token: String,
     pub expires_in: u64,
@@ -74,6 +110,7 @@ pub struct Auth {
     pub config: Config,
     pub pool: Pool,
     pub hashing: HashingPool,
+    pub metrics: crate::metrics::Metrics,
     keys: RwLock<Arc<KeyRing>>,
     last_unknown_kid_reload: std::sync::Mutex<Option<Instant>>,
     key_maintenance: tokio::sync::Mutex<()>,
@@ -151,6 +188,7 @@ impl Auth {
             config,
             pool,
             hashing,
+            metrics: crate::metrics::Metrics::default(),
             keys: RwLock::new(Arc::new(KeyRing::empty())),
             last_unknown_kid_reload: std::sync::Mutex::new(None),
             key_maintenance: tokio::sync::Mutex::new(()),
@@ -269,6 +307,14 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<Grant, Error> {
+        self.limit_per_ip(
+            "register",
+            client,
+            self.config.ip_registrations_per_hour,
+            time::Duration::HOUR,
+            now,
+        )
+        .await?;
         // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
         // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
         let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
@@ -308,6 +354,15 @@ impl Auth {
             now,
         )
         .await?;
+        store::record_event(
+            &tx,
+            user.id,
+            store::EventType::Registered,
+            now,
+            client.ip.as_deref(),
+            client.user_agent.as_deref(),
+        )
+        .await?;
         tx.commit().await?;
         self.grant(user.into(), session_id, expires_at, refresh_token, now)
             .await
@@ -338,7 +393,23 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<Grant, Error> {
+        self.limit_per_ip(
+            "login",
+            client,
+            self.config.ip_logins_per_minute,
+            time::Duration::MINUTE,
+            now,
+        )
+        .await?;
         let email = password::normalise_email(raw_email).ok();
+        // Unparseable emails share one back-off bucket: the answer must not differ from a real one.
+        let email_hash = token::sha256(email.as_deref().unwrap_or("").as_bytes());
+        let free = i32::try_from(self.config.login_free_failures).unwrap_or(i32::MAX);
+        if let Some(retry_after_secs) =
+            store::charge_login_attempt(&self.pool.get().await?, &email_hash, free, now).await?
+        {
+            return Err(Error::TooManyRequests { retry_after_secs });
+        }
         let password = password::normalise_password(raw_password);
         if password.chars().count() > password::MAX_PASSWORD_CHARS {
             // No account can have such a password; refuse without hashing 16 KiB.
@@ -359,12 +430,21 @@ impl Auth {
             .hashing
             .run(move || password::verify_password(&checked_password, &stored_hash, iterations))
             .await??;
-        let (Some(user), Verification::Match { needs_rehash }) = (user, verification) else {
-            return Err(Error::InvalidCredentials);
+        let user = match (user, verification) {
+            (Some(user), Verification::Match { needs_rehash }) => {
+                if needs_rehash {
+                    self.rehash(user.id, &user.password_hash, password).await;
+                }
+                user
+            }
+            (Some(user), Verification::Mismatch) => {
+                self.record(user.id, store::EventType::LoginFailed, client, now)
+                    .await?;
+                return Err(Error::InvalidCredentials);
+            }
+            (None, _) => return Err(Error::InvalidCredentials),
         };
-        if needs_rehash {
-            self.rehash(user.id, &user.password_hash, password).await;
-        }
+        store::clear_login_failures(&self.pool.get().await?, &email_hash).await?;
         let refresh_token = token::new_refresh_token()?;
         let session_id = Uuid::now_v7();
         let expires_at = now + to_time(self.config.session_ttl);
@@ -382,9 +462,61 @@ impl Auth {
             now,
         )
         .await?;
+        store::record_event(
+            &tx,
+            user.id,
+            store::EventType::LoginSucceeded,
+            now,
+            client.ip.as_deref(),
+            client.user_agent.as_deref(),
+        )
+        .await?;
         tx.commit().await?;
         self.grant(user.into(), session_id, expires_at, refresh_token, now)
             .await
+    }
+
+    async fn record(
+        &self,
+        user_id: Uuid,
+        event: store::EventType,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        store::record_event(
+            &self.pool.get().await?,
+            user_id,
+            event,
+            now,
+            client.ip.as_deref(),
+            client.user_agent.as_deref(),
+        )
+        .await
+    }
+
+    /// Counts a request against the client's per-IP limit (0 disables it); now and then also
+    /// deletes counters that have run out, so the tables stay small without a separate job.
+    async fn limit_per_ip(
+        &self,
+        action: &str,
+        client: &ClientInfo,
+        limit: u32,
+        period: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let db = self.pool.get().await?;
+        let bucket = format!("{action}:{}", client.ip.as_deref().unwrap_or("unknown"));
+        let limited = store::take_rate_limit(&db, &bucket, limit, period, now).await?;
+        if getrandom::u32().is_ok_and(|n| n % 64 == 0) {
+            store::prune_counters(&db, now).await?;
+        }
+        match limited {
+            None => Ok(()),
+            Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
+        }
     }
 
     /// Upgrades a hash made with fewer iterations than configured. A failure only delays the
@@ -406,7 +538,12 @@ impl Auth {
 
     /// Rotates a refresh token. A token presented again within the grace window gets the same
     /// successor; after it, the reuse revokes the whole session.
-    pub async fn refresh(&self, presented: &str, now: OffsetDateTime) -> Result<Grant, Error> {
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<Grant, Error> {
         if !token::looks_like_refresh_token(presented) {
             return Err(Error::token("malformed refresh token"));
         }
@@ -441,6 +578,15 @@ impl Auth {
             }
             Some(_) => {
                 store::revoke_session(&tx, row.session_id, now).await?;
+                store::record_event(
+                    &tx,
+                    row.user_id,
+                    store::EventType::RefreshedReuseDetected,
+                    now,
+                    client.ip.as_deref(),
+                    client.user_agent.as_deref(),
+                )
+                .await?;
                 tx.commit().await?;
                 tracing::warn!(session_id = %row.session_id, "refresh token reuse detected; session revoked");
                 return Err(Error::token("refresh token reused"));
@@ -466,24 +612,215 @@ impl Auth {
         &self,
         bearer: Option<&str>,
         refresh: Option<&str>,
+        client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         // No connection is taken until there is something to revoke: signing out with nothing
         // usable is a 204 even while the database is down.
+        let mut sessions = Vec::new();
         if let Some(bearer) = bearer
             && let Ok(subject) = self.verify_signature(bearer, now).await
         {
-            store::revoke_session(&self.pool.get().await?, subject.session_id, now).await?;
+            sessions.push(subject.session_id);
         }
-        if let Some(refresh) = refresh.filter(|token| token::looks_like_refresh_token(token)) {
-            let db = self.pool.get().await?;
-            if let Some(session_id) =
-                store::session_for_refresh_token(&db, &token::refresh_token_hash(refresh)).await?
-            {
-                store::revoke_session(&db, session_id, now).await?;
+        if let Some(refresh) = refresh.filter(|token| token::looks_like_refresh_token(token))
+            && let Some(session_id) = store::session_for_refresh_token(
+                &self.pool.get().await?,
+                &token::refresh_token_hash(refresh),
+            )
+            .await?
+        {
+            sessions.push(session_id);
+        }
+        for session_id in sessions {
+            let mut db = self.pool.get().await?;
+            let tx = db.transaction().await?;
+            if let Some(user_id) = store::revoke_session(&tx, session_id, now).await? {
+                store::record_event(
+                    &tx,
+                    user_id,
+                    store::EventType::LoggedOut,
+                    now,
+                    client.ip.as_deref(),
+                    client.user_agent.as_deref(),
+                )
+                .await?;
             }
+            tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// The caller's live sessions, newest first, the calling one marked.
+    pub async fn sessions(
+        &self,
+        subject: TokenSubject,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionView>, Error> {
+        let rows = store::live_sessions(
+            &self.pool.get().await?,
+            subject.user_id,
+            now,
+            to_time(self.config.session_idle),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SessionView {
+                current: row.id == subject.session_id,
+                id: row.id,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+                expires_at: row.expires_at,
+                ip: row.ip,
+                user_agent: row.user_agent,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions; another user's session (or a dead one) is not found.
+    pub async fn revoke_session(
+        &self,
+        subject: TokenSubject,
+        session_id: Uuid,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        if !store::revoke_user_session(&tx, subject.user_id, session_id, now).await? {
+            return Err(Error::NotFound);
+        }
+        store::record_event(
+            &tx,
+            subject.user_id,
+            store::EventType::SessionRevoked,
+            now,
+            client.ip.as_deref(),
+            client.user_agent.as_deref(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller but the one making the request.
+    pub async fn revoke_other_sessions(
+        &self,
+        subject: TokenSubject,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        if store::revoke_other_sessions(&tx, subject.user_id, subject.session_id, now).await? > 0 {
+            store::record_event(
+                &tx,
+                subject.user_id,
+                store::EventType::SessionRevoked,
+                now,
+                client.ip.as_deref(),
+                client.user_agent.as_deref(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Checks `password` against the caller's stored hash in the hashing pool.
+    async fn check_password(&self, user: &UserRow, password: &str) -> Result<(), Error> {
+        if password.chars().count() > 4 * password::MAX_PASSWORD_CHARS {
+            return Err(Error::WrongPassword);
+        }
+        let (password, stored, iterations) = (
+            password::normalise_password(password),
+            user.password_hash.clone(),
+            self.config.pbkdf2_iterations,
+        );
+        match self
+            .hashing
+            .run(move || password::verify_password(&password, &stored, iterations))
+            .await??
+        {
+            Verification::Match { .. } => Ok(()),
+            Verification::Mismatch => Err(Error::WrongPassword),
+        }
+    }
+
+    async fn current_user(&self, subject: TokenSubject) -> Result<UserRow, Error> {
+        store::find_user(&self.pool.get().await?, subject.user_id)
+            .await?
+            .ok_or_else(|| Error::token("account gone"))
+    }
+
+    /// Changes the password after re-checking the current one; every other session ends, so a
+    /// thief holding one of them is out.
+    pub async fn change_password(
+        &self,
+        subject: TokenSubject,
+        current: &str,
+        new: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let user = self.current_user(subject).await?;
+        self.check_password(&user, current).await?;
+        let (email, new_password) = (user.email.clone(), new.to_owned());
+        let (min_score, iterations) = (
+            self.config.password_min_score,
+            self.config.pbkdf2_iterations,
+        );
+        let new_hash = self
+            .hashing
+            .run(move || {
+                let normalised = password::normalise_password(&new_password);
+                password::check_password_policy(&normalised, &email, min_score).map_err(
+                    |reasons| {
+                        let mut errors = crate::error::FieldErrors::new();
+                        errors.insert("new_password", reasons);
+                        Error::Validation(errors)
+                    },
+                )?;
+                password::hash_password(&normalised, iterations)
+            })
+            .await??;
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        store::set_password_hash(&tx, user.id, &new_hash).await?;
+        store::revoke_other_sessions(&tx, user.id, subject.session_id, now).await?;
+        store::record_event(
+            &tx,
+            user.id,
+            store::EventType::PasswordChanged,
+            now,
+            client.ip.as_deref(),
+            client.user_agent.as_deref(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the account with its sessions, tokens and events; the email is free again.
+    pub async fn delete_account(&self, subject: TokenSubject, password: &str) -> Result<(), Error> {
+        let user = self.current_user(subject).await?;
+        self.check_password(&user, password).await?;
+        store::delete_user(&self.pool.get().await?, user.id).await
+    }
+
+    /// The newest 50 security events of the caller.
+    pub async fn events(&self, subject: TokenSubject) -> Result<Vec<EventView>, Error> {
+        let rows = store::recent_events(&self.pool.get().await?, subject.user_id, 50).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| EventView {
+                kind: row.kind,
+                at: row.at,
+                ip: row.ip,
+                user_agent: row.user_agent,
+            })
+            .collect())
     }
 
     /// Signature and claims only; reloads the key ring once when the `kid` is new to us.

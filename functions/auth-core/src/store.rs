@@ -203,19 +203,19 @@ pub async fn touch_session(
     Ok(())
 }
 
-/// Ends a session; returns whether a live one was ended.
+/// Ends a session; returns its user when a live one was ended.
 pub async fn revoke_session(
     db: &impl GenericClient,
     session_id: Uuid,
     now: OffsetDateTime,
-) -> Result<bool, Error> {
-    let changed = db
-        .execute(
-            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+) -> Result<Option<Uuid>, Error> {
+    let row = db
+        .query_opt(
+            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
             &[&session_id, &now],
         )
         .await?;
-    Ok(changed > 0)
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
 /// Whether the session behind an access token is still alive: not revoked, not past its
@@ -363,4 +363,277 @@ pub async fn applied_migration_version(db: &impl GenericClient) -> Result<Option
         )
         .await?;
     Ok(row.try_get(0)?)
+}
+
+/// Security event types, as stored and as shown to the account's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Registered,
+    LoginSucceeded,
+    LoginFailed,
+    RefreshedReuseDetected,
+    LoggedOut,
+    SessionRevoked,
+    PasswordChanged,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Registered => "registered",
+            EventType::LoginSucceeded => "login_succeeded",
+            EventType::LoginFailed => "login_failed",
+            EventType::RefreshedReuseDetected => "refreshed_reuse_detected",
+            EventType::LoggedOut => "logged_out",
+            EventType::SessionRevoked => "session_revoked",
+            EventType::PasswordChanged => "password_changed",
+        }
+    }
+}
+
+/// Events kept per account; the API shows the newest 50.
+const EVENTS_KEPT_PER_USER: i64 = 200;
+
+pub async fn record_event(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    event: EventType,
+    at: OffsetDateTime,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO security_events (id, user_id, type, at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&Uuid::now_v7(), &user_id, &event.as_str(), &at, &ip, &user_agent],
+    )
+    .await?;
+    // Keep each account's history bounded without a cleanup job.
+    db.execute(
+        "DELETE FROM security_events WHERE user_id = $1 AND id IN \
+         (SELECT id FROM security_events WHERE user_id = $1 ORDER BY at DESC, id DESC OFFSET $2)",
+        &[&user_id, &EVENTS_KEPT_PER_USER],
+    )
+    .await?;
+    Ok(())
+}
+
+pub struct EventRow {
+    pub kind: String,
+    pub at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn recent_events(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<EventRow>, Error> {
+    let rows = db
+        .query(
+            "SELECT type, at, ip, user_agent FROM security_events WHERE user_id = $1 \
+             ORDER BY at DESC, id DESC LIMIT $2",
+            &[&user_id, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRow {
+                kind: row.try_get(0)?,
+                at: row.try_get(1)?,
+                ip: row.try_get(2)?,
+                user_agent: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+pub struct SessionRow {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The user's live sessions, newest first.
+pub async fn live_sessions(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<Vec<SessionRow>, Error> {
+    let idle_since = now - idle_limit;
+    let rows = db
+        .query(
+            "SELECT id, created_at, last_used_at, expires_at, ip, user_agent FROM sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 \
+             ORDER BY created_at DESC, id DESC",
+            &[&user_id, &now, &idle_since],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SessionRow {
+                id: row.try_get(0)?,
+                created_at: row.try_get(1)?,
+                last_used_at: row.try_get(2)?,
+                expires_at: row.try_get(3)?,
+                ip: row.try_get(4)?,
+                user_agent: row.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes one of the user's live sessions; false when it is not theirs or not live.
+pub async fn revoke_user_session(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<bool, Error> {
+    let changed = db
+        .execute(
+            "UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL \
+             AND expires_at > $3",
+            &[&user_id, &session_id, &now],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Revokes every live session of the user but `keep`; returns how many ended.
+pub async fn revoke_other_sessions(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    keep: Uuid,
+    now: OffsetDateTime,
+) -> Result<u64, Error> {
+    Ok(db
+        .execute(
+            "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+            &[&user_id, &keep, &now],
+        )
+        .await?)
+}
+
+pub async fn delete_user(db: &impl GenericClient, user_id: Uuid) -> Result<(), Error> {
+    db.execute("DELETE FROM users WHERE id = $1", &[&user_id])
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password_hash(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    hash: &str,
+) -> Result<(), Error> {
+    db.execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        &[&user_id, &hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One more login attempt for an email, charged before the password is checked so that
+/// concurrent attempts cannot all slip through one back-off window. Returns `Ok(None)` when the
+/// attempt may proceed, or the seconds to wait when it falls inside the back-off.
+pub async fn charge_login_attempt(
+    db: &impl GenericClient,
+    email_hash: &[u8; 32],
+    free_failures: i32,
+    now: OffsetDateTime,
+) -> Result<Option<u64>, Error> {
+    // Back-off after n >= free consecutive failures: 2^(n - free) seconds, capped at 900.
+    let charged = db
+        .query_opt(
+            "INSERT INTO login_failures AS f (email_hash, failures, last_attempt_at) VALUES ($1, 1, $3) \
+             ON CONFLICT (email_hash) DO UPDATE SET failures = f.failures + 1, last_attempt_at = $3 \
+             WHERE f.failures < $2 OR $3 >= f.last_attempt_at \
+                 + make_interval(secs => least(900, power(2, least(f.failures - $2, 12)))) \
+             RETURNING failures",
+            &[&email_hash.as_slice(), &free_failures, &now],
+        )
+        .await?;
+    if charged.is_some() {
+        return Ok(None);
+    }
+    let row = db
+        .query_one(
+            "SELECT ceil(extract(epoch FROM last_attempt_at \
+                 + make_interval(secs => least(900, power(2, least(failures - $2, 12)))) - $3))::int8 \
+             FROM login_failures WHERE email_hash = $1",
+            &[&email_hash.as_slice(), &free_failures, &now],
+        )
+        .await?;
+    let wait: i64 = row.try_get(0)?;
+    Ok(Some(u64::try_from(wait).unwrap_or(1).max(1)))
+}
+
+/// A successful login ends the run of failures.
+pub async fn clear_login_failures(
+    db: &impl GenericClient,
+    email_hash: &[u8; 32],
+) -> Result<(), Error> {
+    db.execute(
+        "DELETE FROM login_failures WHERE email_hash = $1",
+        &[&email_hash.as_slice()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Counts one request against `bucket`, allowing `limit` per `period` (GCRA). Returns `Ok(None)`
+/// when allowed, or the seconds until the next request would be.
+pub async fn take_rate_limit(
+    db: &impl GenericClient,
+    bucket: &str,
+    limit: u32,
+    period: time::Duration,
+    now: OffsetDateTime,
+) -> Result<Option<u64>, Error> {
+    let emission = period / limit.max(1);
+    let allowed = db
+        .query_opt(
+            "INSERT INTO rate_limits AS r (bucket, tat) VALUES ($1, $2::timestamptz + make_interval(secs => $3)) \
+             ON CONFLICT (bucket) DO UPDATE SET tat = greatest(r.tat, $2::timestamptz) + make_interval(secs => $3) \
+             WHERE greatest(r.tat, $2::timestamptz) + make_interval(secs => $3) - $2::timestamptz <= make_interval(secs => $4) \
+             RETURNING tat",
+            &[&bucket, &now, &to_interval(emission), &to_interval(period)],
+        )
+        .await?;
+    if allowed.is_some() {
+        return Ok(None);
+    }
+    let row = db
+        .query_one(
+            "SELECT ceil(extract(epoch FROM tat + make_interval(secs => $3::float8 - $4::float8) - $2))::int8 \
+             FROM rate_limits WHERE bucket = $1",
+            &[&bucket, &now, &to_interval(emission), &to_interval(period)],
+        )
+        .await?;
+    let wait: i64 = row.try_get(0)?;
+    Ok(Some(u64::try_from(wait).unwrap_or(1).max(1)))
+}
+
+/// Deletes counters that no longer hold anything back. Called now and then by the requests
+/// themselves, so no separate job is needed.
+pub async fn prune_counters(db: &impl GenericClient, now: OffsetDateTime) -> Result<(), Error> {
+    db.execute("DELETE FROM rate_limits WHERE tat < $1", &[&now])
+        .await?;
+    // A run of failures older than a day no longer slows anyone down.
+    db.execute(
+        "DELETE FROM login_failures WHERE last_attempt_at < $1",
+        &[&(now - time::Duration::DAY)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Durations travel as seconds for `make_interval`: tokio-postgres has no `interval` mapping.
+fn to_interval(duration: time::Duration) -> f64 {
+    duration.as_seconds_f64()
 }

@@ -427,6 +427,10 @@ pub fn successor_refresh_token(secret: &[u8], token: &str) -> Result<String, Err
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 /// What the database stores in place of a refresh token.
 pub fn refresh_token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

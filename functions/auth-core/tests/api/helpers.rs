@@ -155,6 +155,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// Another instance on an existing database, as a second server behind a load balancer would be.
 pub async fn spawn_app_on(db: Arc<TestDatabase>, overrides: &[(&str, &str)]) -> TestApp {
+    // Errors (with their causes) show in a failing test's output; TEST_LOG widens the filter.
+    auth_core::init_tracing(
+        Some(auth_core::config::LogFormat::Pretty),
+        Some(&std::env::var("TEST_LOG").unwrap_or_else(|_| "error".to_owned())),
+    );
     let mut settings = base_settings(&db.url);
     for (key, value) in overrides {
         settings.insert((*key).to_owned(), (*value).to_owned());
