@@ -1,0 +1,347 @@
+// The account page: who you are, where you are signed in, your recent security activity, and
+// the actions on them. It signs in through the refresh cookie on load; without a session it
+// sends the person to the sign-in page.
+
+import * as api from "./api.js";
+import { ApiError, SessionEnded } from "./api.js";
+import {
+  $,
+  announce,
+  clearFieldErrors,
+  describeAgent,
+  describeError,
+  el,
+  notice,
+  passwordLength,
+  showFieldErrors,
+  showFlash,
+  timeElement,
+  whileBusy,
+  wireRevealButtons,
+} from "./ui.js";
+
+const EVENT_LABELS = {
+  registered: "Account created",
+  login_succeeded: "Signed in",
+  login_failed: "Failed sign-in attempt",
+  refreshed_reuse_detected: "A stolen or replayed sign-in was detected; that session was ended",
+  logged_out: "Signed out",
+  session_revoked: "A session was signed out",
+  password_changed: "Password changed",
+  account_deleted: "Account deleted",
+};
+const WARNING_EVENTS = new Set(["login_failed", "refreshed_reuse_detected"]);
+
+let user = null;
+
+// Once the session is over nothing on this page can work: stop people from trying.
+api.onSessionEnd(() => {
+  for (const button of document.querySelectorAll("button")) button.disabled = true;
+});
+
+/** Runs an API call; a SessionEnded error means the page is already leaving. */
+async function attempt(work, onError) {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof SessionEnded) return undefined;
+    onError(error);
+    return undefined;
+  }
+}
+
+// ---- profile ---------------------------------------------------------------------------------
+
+function showUser(me) {
+  user = me;
+  $("#who").textContent = me.email;
+  $("#profile-email").textContent = me.email;
+  $("#profile-created").replaceChildren(timeElement(me.created_at, { dateOnly: true }));
+  $("#delete-email").textContent = me.email;
+  $("#password-username").value = me.email;
+  $("#delete-username").value = me.email;
+}
+
+// ---- sessions --------------------------------------------------------------------------------
+
+async function loadSessions() {
+  const list = $("#sessions");
+  $("#sessions-loading").hidden = false;
+  await attempt(
+    async () => {
+      const data = await api.authed("GET", "/sessions");
+      renderSessions(data?.sessions ?? []);
+      notice("#sessions-notice", "");
+    },
+    (error) => {
+      list.replaceChildren();
+      notice(
+        "#sessions-notice",
+        error instanceof ApiError && error.status === 404
+          ? "The list of sessions is not available on this server yet."
+          : `Could not load your sessions. ${describeError(error)}`,
+        "error",
+      );
+    },
+  );
+  $("#sessions-loading").hidden = true;
+}
+
+function renderSessions(sessions) {
+  const ordered = [...sessions].sort((a, b) => Number(Boolean(b.current)) - Number(Boolean(a.current)));
+  const items = ordered.map((session) => {
+    const device = describeAgent(session.user_agent);
+    const title = el("div", { class: "title" }, device);
+    if (session.current) title.append(el("span", { class: "badge", text: "This device" }));
+    const meta = el(
+      "p",
+      { class: "meta" },
+      "Signed in ",
+      timeElement(session.created_at),
+      " · last active ",
+      timeElement(session.last_used_at ?? session.created_at),
+      session.ip ? ` · IP ${session.ip}` : "",
+    );
+    const item = el("li", { "data-session-id": session.id, "data-current": session.current ? "true" : "false" }, el("div", { class: "what" }, title, meta));
+    if (!session.current) {
+      const button = el("button", {
+        type: "button",
+        class: "subtle",
+        text: "Sign out",
+        "aria-label": `Sign out ${device}, signed in ${new Date(session.created_at).toLocaleString()}`,
+      });
+      button.addEventListener("click", () => revokeSession(session, device, button));
+      item.append(button);
+    }
+    return item;
+  });
+  $("#sessions").replaceChildren(...items);
+  $("#sign-out-others").disabled = ordered.every((s) => s.current);
+  if (items.length === 0) $("#sessions").append(el("li", { class: "empty", text: "No sessions." }));
+}
+
+async function revokeSession(session, device, button) {
+  await whileBusy(button, "Signing out…", () =>
+    attempt(
+      async () => {
+        await api.authed("DELETE", `/sessions/${encodeURIComponent(session.id)}`);
+        notice("#sessions-notice", `Signed out ${device}.`, "ok");
+      },
+      (error) => {
+        const gone = error instanceof ApiError && error.status === 404;
+        notice("#sessions-notice", gone ? "That session had already ended." : describeError(error), gone ? "info" : "error");
+      },
+    ),
+  );
+  await Promise.all([loadSessions(), loadEvents()]);
+  $("#sessions-title").focus();
+}
+
+async function signOutOthers(button) {
+  await whileBusy(button, "Signing out…", () =>
+    attempt(
+      async () => {
+        await api.authed("DELETE", "/sessions");
+        notice("#sessions-notice", "Signed out everywhere else. Only this device is signed in now.", "ok");
+      },
+      (error) => notice("#sessions-notice", describeError(error), "error"),
+    ),
+  );
+  await Promise.all([loadSessions(), loadEvents()]);
+}
+
+// ---- security activity ------------------------------------------------------------------------
+
+async function loadEvents() {
+  const list = $("#events");
+  $("#events-loading").hidden = false;
+  await attempt(
+    async () => {
+      const data = await api.authed("GET", "/me/events");
+      renderEvents(data?.events ?? []);
+      notice("#events-notice", "");
+    },
+    (error) => {
+      list.replaceChildren();
+      notice(
+        "#events-notice",
+        error instanceof ApiError && error.status === 404
+          ? "Security activity is not available on this server yet."
+          : `Could not load your security activity. ${describeError(error)}`,
+        "error",
+      );
+    },
+  );
+  $("#events-loading").hidden = true;
+}
+
+function renderEvents(events) {
+  const items = events.map((event) => {
+    const label = EVENT_LABELS[event.type] ?? String(event.type || "Activity").replaceAll("_", " ");
+    const title = el("div", { class: "title" }, label);
+    if (WARNING_EVENTS.has(event.type)) title.append(el("span", { class: "badge warn", text: "Check this" }));
+    const meta = el(
+      "p",
+      { class: "meta" },
+      timeElement(event.at),
+      event.user_agent ? ` · ${describeAgent(event.user_agent)}` : "",
+      event.ip ? ` · IP ${event.ip}` : "",
+    );
+    return el("li", { "data-event": event.type }, el("div", { class: "what" }, title, meta));
+  });
+  if (items.length === 0) items.push(el("li", { class: "empty", text: "No activity yet." }));
+  $("#events").replaceChildren(...items);
+}
+
+// ---- change password --------------------------------------------------------------------------
+
+/** The server may name the new password `new_password` or `password`; both belong to one field. */
+function passwordFieldErrors(errors) {
+  const mapped = {};
+  for (const [name, messages] of Object.entries(errors)) {
+    mapped[name === "password" ? "new_password" : name] = messages;
+  }
+  return mapped;
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  if (form.getAttribute("aria-busy") === "true") return;
+  clearFieldErrors(form);
+  notice("#password-form-notice", "");
+  const current = form.elements.current_password.value;
+  const next = form.elements.new_password.value;
+  const problems = {};
+  if (!current) problems.current_password = ["Enter your current password."];
+  if (!next) problems.new_password = ["Choose a new password."];
+  else if (passwordLength(next) < 8) problems.new_password = ["Use at least 8 characters."];
+  if (showFieldErrors(form, problems)) return;
+
+  const submit = form.querySelector('button[type="submit"]');
+  let changed = false;
+  await whileBusy(submit, "Changing…", () =>
+    attempt(
+      async () => {
+        await api.authed("POST", "/me/password", { current_password: current, new_password: next });
+        changed = true;
+      },
+      (error) => {
+        if (error instanceof ApiError && error.code === "wrong_password") {
+          showFieldErrors(form, { current_password: ["Your current password is not correct."] });
+        } else if (error instanceof ApiError && error.code === "validation_failed") {
+          showFieldErrors(form, passwordFieldErrors(error.errors));
+        } else if (error instanceof ApiError && error.status === 404) {
+          notice("#password-form-notice", "Changing the password is not available on this server yet.", "error");
+        } else {
+          notice("#password-form-notice", describeError(error), "error");
+        }
+      },
+    ),
+  );
+  if (changed) {
+    form.reset();
+    $("#password-username").value = user.email;
+    notice("#password-form-notice", "Password changed. Your other sessions have been signed out.", "ok");
+    await Promise.all([loadSessions(), loadEvents()]);
+  }
+}
+
+// ---- delete account ---------------------------------------------------------------------------
+
+function wireDeleteDialog() {
+  const dialog = $("#delete-dialog");
+  const form = $("#delete-form");
+  const opener = $("#delete-open");
+  opener.addEventListener("click", () => {
+    form.reset();
+    $("#delete-username").value = user.email;
+    clearFieldErrors(form);
+    notice("#delete-form-notice", "");
+    dialog.showModal();
+    $("#delete-password").focus();
+  });
+  $("#delete-cancel").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    form.reset();
+    opener.focus();
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (form.getAttribute("aria-busy") === "true") return;
+    clearFieldErrors(form);
+    notice("#delete-form-notice", "");
+    const password = form.elements.password.value;
+    if (showFieldErrors(form, password ? {} : { password: ["Enter your password to confirm."] })) return;
+    const submit = form.querySelector('button[type="submit"]');
+    let deleted = false;
+    await whileBusy(submit, "Deleting…", () =>
+      attempt(
+        async () => {
+          await api.authed("DELETE", "/me", { password });
+          deleted = true;
+        },
+        (error) => {
+          if (error instanceof ApiError && error.code === "wrong_password") {
+            showFieldErrors(form, { password: ["That password is not correct."] });
+          } else if (error instanceof ApiError && error.status === 404) {
+            notice("#delete-form-notice", "Deleting an account is not available on this server yet.", "error");
+          } else {
+            notice("#delete-form-notice", describeError(error), "error");
+          }
+        },
+      ),
+    );
+    if (deleted) {
+      api.signedOutLocally("Your account was deleted in another tab.");
+      api.leave("/", "Your account has been deleted.", "ok");
+    }
+  });
+}
+
+// ---- start ------------------------------------------------------------------------------------
+
+async function signOut(button) {
+  await whileBusy(button, "Signing out…", () =>
+    attempt(
+      async () => {
+        await api.signOut();
+        api.leave("/", "You are signed out.", "ok");
+      },
+      (error) => notice("#flash", `You are still signed in. ${describeError(error)}`, "error"),
+    ),
+  );
+}
+
+async function start() {
+  let me;
+  try {
+    me = await api.resume();
+  } catch (error) {
+    $("#loading").hidden = true;
+    notice("#flash", `${describeError(error)} Reload the page to try again.`, "error");
+    return;
+  }
+  if (!me) {
+    api.leave("/", "Please sign in to see your account.", "info");
+    return;
+  }
+  showUser(me);
+  showFlash("#flash");
+  $("#loading").hidden = true;
+  $("#account").hidden = false;
+  $("#account-nav").hidden = false;
+  announce(`Signed in as ${me.email}.`);
+
+  wireRevealButtons(document);
+  $("#sign-out").addEventListener("click", (event) => signOut(event.currentTarget));
+  $("#sign-out-others").addEventListener("click", (event) => signOutOthers(event.currentTarget));
+  $("#sessions-reload").addEventListener("click", (event) => whileBusy(event.currentTarget, "Refreshing…", loadSessions));
+  $("#events-reload").addEventListener("click", (event) => whileBusy(event.currentTarget, "Refreshing…", loadEvents));
+  $("#password-form").addEventListener("submit", changePassword);
+  wireDeleteDialog();
+
+  await Promise.all([loadSessions(), loadEvents()]);
+}
+
+start();
