@@ -25,3 +25,9 @@ clean-data:
 # Rewrites the checked-in OpenAPI document from the code (a test fails while they differ).
 openapi:
 	UPDATE_OPENAPI=1 cargo test -p auth-core --lib openapi::tests::the_checked_in_document_matches_the_code
+
+# The front-end in headless Chromium through nginx (frontend/nginx.conf), api-container and a
+# throwaway PostgreSQL; screenshots land in artifacts/e2e/. Extra pytest arguments: ARGS='-k keyboard'.
+.PHONY: test-e2e
+test-e2e:
+	scripts/test-e2e.sh $(ARGS)

@@ -1,0 +1,121 @@
+"""Fixtures: one Chromium for the session, one stack (database, api-container, nginx) per test
+module, and browser contexts per test that watch every page for CSP violations and uncaught
+errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from harness import REPO, Stack, start_stack, stop_stack
+
+ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS") or REPO / "artifacts" / "e2e")
+CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
+DESKTOP = {"width": 1280, "height": 800}
+
+# Reports CSP and Trusted Types violations as console errors the test can see. Added through the
+# DevTools protocol, so the page's own policy does not apply to it.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error("[csp-violation] " + JSON.stringify({
+    directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile,
+    line: e.lineNumber, sample: e.sample, disposition: e.disposition,
+  }));
+});
+"""
+PROBLEM = re.compile(r"\[csp-violation\]|Content Security Policy|Trusted Type|Refused to|Permissions-Policy", re.I)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.exit(f"{CHROMIUM} not found: install Debian's chromium (scripts/test-e2e.sh does)", returncode=2)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def stack(request) -> Stack:
+    name = request.module.__name__.removeprefix("test_")
+    started = start_stack(name, getattr(request.module, "BACKEND_ENV", None))
+    yield started
+    stop_stack(started)
+    logs = ARTIFACTS / "logs" / name
+    logs.mkdir(parents=True, exist_ok=True)
+    for log in started.logs:
+        if log.exists():
+            shutil.copy(log, logs / log.name)
+
+
+class Browsers:
+    """Opens contexts (one per simulated device) against the stack's nginx."""
+
+    def __init__(self, browser: Browser, stack: Stack):
+        self.browser = browser
+        self.stack = stack
+        self.contexts: list[BrowserContext] = []
+        self.problems: list[str] = []
+        self._watched: set[int] = set()
+
+    def context(self, **options) -> BrowserContext:
+        options.setdefault("viewport", DESKTOP)
+        context = self.browser.new_context(base_url=self.stack.base_url, **options)
+        context.set_default_timeout(10_000)
+        context.add_init_script(script=CSP_LISTENER)
+        context.on("page", self.watch)
+        self.contexts.append(context)
+        return context
+
+    def page(self, **options) -> Page:
+        page = self.context(**options).new_page()
+        self.watch(page)
+        return page
+
+    def watch(self, page: Page) -> None:
+        if id(page) in self._watched:
+            return
+        self._watched.add(id(page))
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self.problems.append(f"{page.url}: uncaught {error}"))
+
+    def _console(self, page: Page, message) -> None:
+        if message.type in ("error", "warning") and PROBLEM.search(message.text):
+            self.problems.append(f"{page.url}: {message.text}")
+
+    def take_problems(self) -> list[str]:
+        taken, self.problems = self.problems, []
+        return taken
+
+
+@pytest.fixture
+def browsers(browser, stack, request) -> Browsers:
+    opened = Browsers(browser, stack)
+    yield opened
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        folder = ARTIFACTS / "failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        for c, context in enumerate(opened.contexts):
+            for p, page in enumerate(context.pages):
+                try:
+                    page.screenshot(path=folder / f"{request.node.name}-{c}-{p}.png", full_page=True)
+                except Exception:  # a closed or crashed page has nothing to show
+                    pass
+    for context in opened.contexts:
+        context.close()
+    if opened.problems:
+        pytest.fail("pages reported CSP violations or uncaught errors:\n" + "\n".join(opened.problems))
