@@ -344,3 +344,11 @@ impl TestApp {
         reply
     }
 }
+
+/// A claim of a JWT, read without verifying it (the tests compare, the service verifies).
+pub fn claim(token: &str, name: &str) -> String {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(token)
+        .unwrap()
+        .claims;
+    claims[name].as_str().unwrap().to_owned()
+}

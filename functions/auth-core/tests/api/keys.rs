@@ -90,3 +90,143 @@ async fn eddsa_can_be_selected() {
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
 }
+
+#[tokio::test]
+async fn rotation_publishes_the_next_key_first_and_keeps_the_retired_one_while_its_tokens_live() {
+    let first = crate::helpers::spawn_app().await;
+    let others = [
+        spawn_app_on(first.db.clone(), &[]).await,
+        spawn_app_on(first.db.clone(), &[]).await,
+    ];
+    let registered = first.signed_up("ann@example.com").await;
+    let old_kid = jsonwebtoken::decode_header(registered.access_token())
+        .unwrap()
+        .kid
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::DAY;
+
+    // Every instance notices the end of the period at once: exactly one next key appears.
+    let near_the_end = now + day * 29 + time::Duration::HOUR;
+    let (a, b, c) = tokio::join!(
+        first.auth.maintain_keys(near_the_end),
+        others[0].auth.maintain_keys(near_the_end),
+        others[1].auth.maintain_keys(near_the_end)
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let db = first.db.client().await;
+    let keys: i64 = db
+        .query_one("SELECT count(*) FROM signing_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+
+    // Published before it signs: today's tokens still come from the old key.
+    let kids = |jwks: serde_json::Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let published = kids(first.get("/.well-known/jwks.json").await.body);
+    assert_eq!(published.len(), 2);
+    assert!(published.contains(&old_kid));
+    let new_kid = published
+        .iter()
+        .find(|kid| **kid != old_kid)
+        .unwrap()
+        .clone();
+    let fresh = first.login("ann@example.com", STRONG_PASSWORD).await;
+    assert_eq!(
+        jsonwebtoken::decode_header(fresh.access_token())
+            .unwrap()
+            .kid
+            .unwrap(),
+        old_kid
+    );
+
+    // Once the new key signs, the old one stays published for the life of its last tokens.
+    let switched: time::OffsetDateTime = db
+        .query_one("SELECT max(signs_from) FROM signing_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        switched >= near_the_end + day - time::Duration::SECOND,
+        "published at least a day before it signs"
+    );
+    let jwks_at = |at| first.auth.jwks(at);
+    assert_eq!(
+        kids(
+            jwks_at(switched + time::Duration::minutes(10))
+                .await
+                .unwrap()
+        )
+        .len(),
+        2
+    );
+    let later = kids(
+        jwks_at(switched + time::Duration::minutes(16))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(later, vec![new_kid]);
+    // Running maintenance again within the period adds nothing.
+    first
+        .auth
+        .maintain_keys(near_the_end + time::Duration::HOUR)
+        .await
+        .unwrap();
+    let keys: i64 = db
+        .query_one("SELECT count(*) FROM signing_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+}
+
+#[tokio::test]
+async fn a_key_made_by_another_instance_is_picked_up_for_verification() {
+    let first = crate::helpers::spawn_app().await;
+    let second = spawn_app_on(first.db.clone(), &[]).await;
+    // The second instance rotates (as if its clock said the period was over) and signs with the
+    // new key; the first has never seen that key and must load it on demand.
+    let future = time::OffsetDateTime::now_utc() + time::Duration::DAY * 31;
+    second
+        .auth
+        .maintain_keys(future - time::Duration::DAY * 2)
+        .await
+        .unwrap();
+    let db = first.db.client().await;
+    db.execute(
+        "UPDATE signing_keys SET signs_from = now() - interval '1 second' WHERE signs_from > now()",
+        &[],
+    )
+    .await
+    .unwrap();
+    second
+        .auth
+        .maintain_keys(time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let registered = second.signed_up("ann@example.com").await;
+    let kid = jsonwebtoken::decode_header(registered.access_token())
+        .unwrap()
+        .kid
+        .unwrap();
+    let newest: String = db
+        .query_one(
+            "SELECT kid FROM signing_keys ORDER BY signs_from DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kid, newest);
+    assert_eq!(first.me(&registered.access_token()).await.status, 200);
+}

@@ -5,11 +5,16 @@
 
 mod helpers;
 
+mod account;
+mod forged;
 mod keys;
+mod limits;
 mod login;
 mod logout;
+mod operations;
 mod protocol;
 mod refresh;
 mod register;
+mod sessions;
 mod tls;
 mod tokens;
