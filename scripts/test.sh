@@ -24,6 +24,10 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export LATCHKEY_TEST_CA="$cluster/ca.crt"
 fi
 
+echo "==> fuzzing the API against its OpenAPI document"
+scripts/test-fuzz.sh
+
+# The Rust suites run last, so that their summary closes the output.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -232,13 +232,26 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
     }
 }
 
+/// Parses a request body that must be a JSON object. serde would also read a struct from an
+/// array (`["a@b.c", "pw"]`), which no client of this API sends on purpose.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+    let starts_as_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|first| *first == b'{');
+    let parsed = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             Error::InvalidRequest("A required field is missing or a field has the wrong JSON type.")
         }
         _ => Error::InvalidRequest("The request body is not valid JSON."),
-    })
+    })?;
+    if starts_as_object {
+        Ok(parsed)
+    } else {
+        Err(Error::InvalidRequest(
+            "The request body must be a JSON object.",
+        ))
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -267,6 +280,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
         }
         if !json {
             return Err(Error::UnsupportedMediaType);
+        }
+        // JSON `null` says "nothing here" as plainly as an empty body does.
+        if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|value| value.is_null()) {
+            return Ok(OptionalJsonBody(None));
         }
         parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
     }
@@ -716,6 +733,7 @@ async fn revoke_other_sessions(
 /// The public keys that verify access tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
     responses((status = 200, description = "JWKS: every key that signed a still-valid token, and the next key", body = Object,
+        content_type = "application/jwk-set+json",
         headers(("Cache-Control" = String, description = "public, max-age=300"))), (status = 503, response = Problem)))]
 async fn jwks(State(auth): State<AppState>) -> Result<Response, Error> {
     let jwks = auth.jwks(OffsetDateTime::now_utc()).await?;

@@ -232,3 +232,29 @@ async fn a_static_folder_is_served_beside_the_api() {
         .assert_problem(404, "not_found");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn bodies_must_be_json_objects_and_null_means_no_body() {
+    let app = spawn_app().await;
+    let send = |path: &'static str, body: &'static str| {
+        let request = app
+            .http
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        async move { Reply::from(request.send().await.unwrap()).await }
+    };
+    send(
+        "/api/v1/auth/register",
+        "[\"ann@example.com\", \"correct horse battery staple\"]",
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    send("/api/v1/auth/logout", "[null]")
+        .await
+        .assert_problem(400, "invalid_request");
+    assert_eq!(send("/api/v1/auth/logout", "null").await.status, 204);
+    send("/api/v1/auth/refresh", "null")
+        .await
+        .assert_problem(401, "invalid_token");
+}
