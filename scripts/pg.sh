@@ -17,7 +17,7 @@ find_bindir() {
     candidate=$(pg_config --bindir 2>/dev/null || true)
     [ -x "$candidate/initdb" ] && { echo "$candidate"; return; }
   fi
-  for candidate in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  for candidate in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
     [ -x "$candidate/initdb" ] && { echo "$candidate"; return; }
   done
   if command -v initdb >/dev/null 2>&1; then dirname "$(readlink -f "$(command -v initdb)")"; return; fi
@@ -31,8 +31,9 @@ install_postgres() {
   if ! command -v apt-get >/dev/null 2>&1; then
     die "no PostgreSQL server binaries (initdb, pg_ctl) and no apt-get: install PostgreSQL 13 or newer and put its bin folder on PATH"
   fi
-  "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq postgresql >/dev/null \
-    || die "could not install PostgreSQL: run 'sudo apt-get install postgresql' (or your system's equivalent) and try again"
+  if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq postgresql >/dev/null; }; then
+    die "could not install PostgreSQL: run 'sudo apt-get install postgresql' (or your system's equivalent) and try again"
+  fi
 }
 
 bindir=$(find_bindir) || { install_postgres; bindir=$(find_bindir) || die "PostgreSQL installed but initdb not found"; }
@@ -46,7 +47,9 @@ fi
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: pg.sh start DIR PORT [--throwaway] | pg.sh stop DIR"
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+  die "usage: pg.sh start DIR PORT [--throwaway] | pg.sh stop DIR"
+fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 data="$dir/data"

@@ -22,10 +22,11 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 log=$(mktemp)
 psql -X -q "$admin" -c "CREATE DATABASE $db"
 server=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   [ -z "$server" ] || { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
   psql -X -q "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
-  [ "${KEEP_FUZZ_LOG:-}" = 1 ] && cp "$log" /tmp/fuzz-server.log
+  if [ "${KEEP_FUZZ_LOG:-}" = 1 ]; then cp "$log" /tmp/fuzz-server.log; fi
   rm -f "$log"
 }
 trap cleanup EXIT

@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> shellcheck"
+if command -v shellcheck >/dev/null 2>&1; then
+  shellcheck scripts/*.sh .ci/run
+else
+  echo "shellcheck is not installed: skipping the shell lint (apt-get install shellcheck)"
+fi
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
