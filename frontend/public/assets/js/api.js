@@ -16,6 +16,8 @@ const FLASH_KEY = "latchkey.flash";
 const REFRESH_LEAD_MS = 60_000;
 // After a failed background refresh (network, 503), try again this soon.
 const RETRY_MS = 15_000;
+// How long the refreshing tab keeps the lock after telling the others about the new token.
+const HANDOFF_MS = 150;
 
 /** An answer from the API that was not a success: `code` is the problem's machine code. */
 export class ApiError extends Error {
@@ -200,16 +202,28 @@ function forget() {
  */
 export function refresh() {
   if (!inflight) {
-    const asked = Date.now();
-    const run = async () => {
-      if (current && current.receivedAt >= asked && isFresh(current)) return current;
-      const grant = await request("POST", "/auth/refresh");
-      adopt(grant);
-      broadcast({ type: "token", grant: withoutRefreshToken(grant) });
-      return current;
-    };
-    const locked = navigator.locks?.request ? navigator.locks.request(LOCK_NAME, run) : run();
-    inflight = locked.finally(() => {
+    inflight = new Promise((resolve, reject) => {
+      const asked = Date.now();
+      const run = async () => {
+        try {
+          if (current && current.receivedAt >= asked && isFresh(current)) {
+            resolve(current); // another tab refreshed while this one waited for the lock
+            return;
+          }
+          const grant = await request("POST", "/auth/refresh");
+          adopt(grant);
+          broadcast({ type: "token", grant: withoutRefreshToken(grant) });
+          resolve(current);
+          // Hold the lock a moment longer, so that the other tabs have the new token before any
+          // of them may decide it needs to refresh.
+          await new Promise((done) => setTimeout(done, HANDOFF_MS));
+        } catch (error) {
+          reject(error);
+        }
+      };
+      if (navigator.locks?.request) navigator.locks.request(LOCK_NAME, run).catch(reject);
+      else run();
+    }).finally(() => {
       inflight = null;
     });
   }
