@@ -319,7 +319,8 @@ async function start() {
     me = await api.resume();
   } catch (error) {
     $("#loading").hidden = true;
-    notice("#flash", `${describeError(error)} Reload the page to try again.`, "error");
+    const again = error instanceof ApiError && error.code === "forbidden_origin" ? "" : " Reload the page to try again.";
+    notice("#flash", `${describeError(error)}${again}`, "error");
     return;
   }
   if (!me) {

@@ -241,7 +241,9 @@ export async function resume() {
     const state = await refresh();
     return state.user;
   } catch (error) {
-    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+    // 403 forbidden_origin is not "signed out": signing in again would not help, so it is
+    // reported to the person instead.
+    if (error instanceof ApiError && error.status === 401) {
       forget();
       return null;
     }
