@@ -23,7 +23,9 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x "$chromium" ] || need+=(chromium)
 command -v envsubst >/dev/null 2>&1 || need+=(gettext-base)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3 python3-pip)
+# Without any font, Chromium draws the screenshots' text as boxes.
+[ -n "$(fc-list 2>/dev/null | head -n 1)" ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]} (Debian packages)"
   sudo=()
@@ -53,7 +55,8 @@ for line in open(sys.argv[1]):
 EOF
 then
   echo "==> installing tests/e2e/requirements.txt (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt \
+    || die "pip could not install tests/e2e/requirements.txt; with a system Python that refuses (externally managed), create a virtualenv (python3 -m venv .venv && . .venv/bin/activate) and run this again"
 fi
 
 # ---- the back-end binary --------------------------------------------------------------------

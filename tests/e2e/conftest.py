@@ -51,7 +51,9 @@ def browser():
 @pytest.fixture(scope="module")
 def stack(request) -> Stack:
     name = request.module.__name__.removeprefix("test_")
-    started = start_stack(name, getattr(request.module, "BACKEND_ENV", None))
+    started = start_stack(
+        name, getattr(request.module, "BACKEND_ENV", None), nginx=getattr(request.module, "BEHIND_NGINX", True)
+    )
     yield started
     stop_stack(started)
     logs = ARTIFACTS / "logs" / name

@@ -119,7 +119,9 @@ class Stack:
         return [self.directory / "api.log", self.directory / "nginx-error.log", self.directory / "nginx-access.log"]
 
 
-def start_stack(name: str, backend_env: dict[str, str] | None = None) -> Stack:
+def start_stack(name: str, backend_env: dict[str, str] | None = None, nginx: bool = True) -> Stack:
+    """With `nginx` false the browser talks to api-container itself, which serves the site from
+    STATIC_DIR as `make run` does."""
     admin_url = require_env("E2E_DATABASE_URL")
     api_bin = require_env("E2E_API_BIN")
     run_dir = Path(require_env("E2E_RUN_DIR"))
@@ -135,9 +137,15 @@ def start_stack(name: str, backend_env: dict[str, str] | None = None) -> Stack:
     try:
         stack.api_port = free_port()
         stack.web_port = free_port()
-        stack.base_url = f"http://127.0.0.1:{stack.web_port}"
-        start_backend(stack, api_bin, backend_env or {})
-        start_nginx(stack)
+        env = dict(backend_env or {})
+        if nginx:
+            stack.base_url = f"http://127.0.0.1:{stack.web_port}"
+        else:
+            stack.base_url = f"http://127.0.0.1:{stack.api_port}"
+            env["STATIC_DIR"] = str(FRONTEND / "public")
+        start_backend(stack, api_bin, env)
+        if nginx:
+            start_nginx(stack)
     except BaseException:
         stop_stack(stack)
         raise
