@@ -167,6 +167,8 @@ document.addEventListener("visibilitychange", () => {
 channel?.addEventListener("message", (event) => {
   const message = event.data || {};
   if (message.type === "token" && message.grant) {
+    // The sign-in and sign-up pages hold no token and want none.
+    if (!current && sessionEndListeners.size === 0) return;
     const grant = message.grant;
     const known = current?.user?.id;
     if (known && grant.user?.id !== known) {
