@@ -286,3 +286,43 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     );
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_answers_with_its_exit_code() {
+    let db = Database::create().await;
+    let port = free_port();
+    // As Docker runs it: the container's environment, of which the probe needs LISTEN_ADDR only.
+    let healthcheck = |path: Option<&str>| {
+        let mut command = Command::new(BINARY);
+        command
+            .arg("healthcheck")
+            .env_clear()
+            .env("LISTEN_ADDR", format!("0.0.0.0:{port}"));
+        if let Some(path) = path {
+            command.arg(path);
+        }
+        command.output().unwrap()
+    };
+    let nothing = healthcheck(None);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("cannot connect"));
+
+    let child = start(&db.url, port, &[]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+    let ready = healthcheck(None);
+    assert_eq!(ready.status.code(), Some(0), "{ready:?}");
+    assert!(String::from_utf8_lossy(&ready.stdout).contains("GET /readyz: HTTP/1.1 200"));
+    assert_eq!(healthcheck(Some("/healthz")).status.code(), Some(0));
+    let missing = healthcheck(Some("/no-such-page"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let usage = Command::new(BINARY).arg("serve-please").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage"));
+
+    terminate(&child);
+    let (status, logs) = wait_exit(child, Duration::from_secs(30));
+    assert!(status.success(), "{logs}");
+    db.drop_now().await;
+}
