@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod kdf;
 pub mod metrics;
 pub mod openapi;
 pub mod password;

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
@@ -124,7 +123,7 @@ pub fn hash_password(password: &str, iterations: u32) -> Result<String, Error> {
     getrandom::fill(&mut salt)
         .map_err(|e| Error::internal("no randomness for a salt", e.to_string()))?;
     let mut hash = [0u8; HASH_LEN];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut hash);
+    crate::kdf::pbkdf2_hmac_sha256(password.as_bytes(), &salt, iterations, &mut hash);
     Ok(format!(
         "$pbkdf2-sha256$i={iterations},l={HASH_LEN}${}${}",
         STANDARD_NO_PAD.encode(salt),
@@ -150,7 +149,7 @@ pub fn verify_password(
     let parsed = parse_phc(stored)
         .ok_or_else(|| Error::internal("stored password hash", "not a PBKDF2-SHA256 PHC string"))?;
     let mut computed = vec![0u8; parsed.hash.len()];
-    pbkdf2::pbkdf2_hmac::<Sha256>(
+    crate::kdf::pbkdf2_hmac_sha256(
         password.as_bytes(),
         &parsed.salt,
         parsed.iterations,
@@ -161,7 +160,7 @@ pub fn verify_password(
         // an old, cheaper hash must take as long as one for an unknown email (checked against a
         // dummy hash at the configured count).
         let mut wasted = [0u8; HASH_LEN];
-        pbkdf2::pbkdf2_hmac::<Sha256>(
+        crate::kdf::pbkdf2_hmac_sha256(
             password.as_bytes(),
             &parsed.salt,
             configured_iterations - parsed.iterations,
@@ -351,6 +350,33 @@ mod tests {
         assert_eq!(
             verify_password("correct horsf", &stored, 1000).unwrap(),
             Verification::Mismatch
+        );
+    }
+
+    #[test]
+    fn our_phc_strings_verify_with_the_pbkdf2_crate_and_theirs_with_ours() {
+        use pbkdf2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_password("correct horse", 1000).unwrap();
+        let parsed = pbkdf2::phc::PasswordHash::new(&ours).unwrap();
+        assert!(
+            pbkdf2::Pbkdf2::default()
+                .verify_password(b"correct horse", &parsed)
+                .is_ok()
+        );
+        assert!(
+            pbkdf2::Pbkdf2::default()
+                .verify_password(b"correct horsf", &parsed)
+                .is_err()
+        );
+        let theirs = pbkdf2::Pbkdf2::default()
+            .hash_password_with_salt(b"battery staple", &[7u8; 16])
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            verify_password("battery staple", &theirs, 1000).unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
         );
     }
 
