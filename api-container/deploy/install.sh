@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Prepares a back-end host for latchkey-deploy. Run it as root from a checkout (or a copy of this
+# folder) on the host; run it again after changing /etc/latchkey/deploy.conf or to upgrade the
+# script. It changes nothing it has already done and never overwrites your settings.
+#
+#   sudo api-container/deploy/install.sh
+#
+# What it does:
+#   1. installs Docker, nginx, curl, flock, pgrep and the AWS CLI when missing (apt-get on
+#      Debian/Ubuntu, dnf on Amazon Linux 2023), and starts Docker and nginx at boot;
+#   2. on a host whose Docker has no /etc/docker/daemon.json yet, writes one that rotates
+#      container logs and keeps containers running while the Docker daemon restarts;
+#   3. installs latchkey-deploy as /usr/local/sbin/latchkey-deploy;
+#   4. creates /etc/latchkey/deploy.conf and /etc/latchkey/api.env (mode 600) from the examples
+#      when they do not exist;
+#   5. runs `latchkey-deploy init`: the nginx site on LISTEN (default 8080) in front of the
+#      blue/green slots, and the state folder; then starts or reloads nginx.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "install.sh: $*"; }
+
+[ "$(id -u)" -eq 0 ] || die "run it as root (sudo $0)"
+
+# 1. Packages.
+need=()
+command -v docker >/dev/null 2>&1 || need+=(docker)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+command -v aws >/dev/null 2>&1 || need+=(aws)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing: ${need[*]}"
+  if command -v apt-get >/dev/null 2>&1; then
+    packages=()
+    for want in "${need[@]}"; do
+      case $want in
+      docker) packages+=(docker.io) ;;
+      aws) apt-cache show awscli >/dev/null 2>&1 && packages+=(awscli) ;;
+      *) packages+=("$want") ;;
+      esac
+    done
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${packages[@]}" >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    packages=()
+    for want in "${need[@]}"; do
+      case $want in
+      aws) packages+=(awscli-2) ;;
+      procps) packages+=(procps-ng) ;;
+      curl) packages+=(curl-minimal) ;;
+      *) packages+=("$want") ;;
+      esac
+    done
+    dnf install -y -q "${packages[@]}"
+  else
+    die "no apt-get or dnf: install ${need[*]} yourself, then run this again"
+  fi
+fi
+command -v aws >/dev/null 2>&1 \
+  || say "warning: no AWS CLI; it is needed to pull from ECR (https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html)"
+
+# 2. Docker's own settings, only on a Docker that has none yet (so not behind anyone's back).
+if [ ! -e /etc/docker/daemon.json ]; then
+  mkdir -p /etc/docker
+  # Rotated logs: a chatty container must not fill the disk. live-restore: upgrading or
+  # restarting dockerd does not stop the serving container.
+  cat >/etc/docker/daemon.json <<'JSON'
+{
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "10m", "max-file": "5"},
+  "live-restore": true
+}
+JSON
+  say "wrote /etc/docker/daemon.json (log rotation, live-restore)"
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker; then
+    systemctl restart docker
+  fi
+fi
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl enable --now docker >/dev/null
+fi
+docker info >/dev/null 2>&1 || die "Docker does not answer (docker info failed)"
+
+# 3. The script.
+install -m 0755 "$here/latchkey-deploy" /usr/local/sbin/latchkey-deploy
+say "installed /usr/local/sbin/latchkey-deploy"
+
+# 4. Settings, never overwritten.
+install -d -m 0700 /etc/latchkey
+if [ ! -e /etc/latchkey/deploy.conf ]; then
+  install -m 0600 "$here/deploy.conf.example" /etc/latchkey/deploy.conf
+  say "wrote /etc/latchkey/deploy.conf (the defaults; edit it to change ports or paths)"
+fi
+if [ ! -e /etc/latchkey/api.env ]; then
+  install -m 0600 "$here/api.env.example" /etc/latchkey/api.env
+  say "wrote /etc/latchkey/api.env from the example: fill in DATABASE_URL, AUTH_KEY_ENCRYPTION_KEY and the rest before the first deploy"
+fi
+
+# 5. nginx in front of the slots.
+/usr/local/sbin/latchkey-deploy init
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl enable nginx >/dev/null
+  systemctl is-active --quiet nginx || systemctl start nginx
+fi
+say "done. Deploy by digest: latchkey-deploy deploy <account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<digest>"
