@@ -31,3 +31,9 @@ openapi:
 .PHONY: test-e2e
 test-e2e:
 	scripts/test-e2e.sh $(ARGS)
+
+# The GitHub Actions workflows, offline: GitHub's workflow schema (check-jsonschema) and the
+# pipeline's shape (pytest, tests/workflows/). Installs its pinned Python tools when missing.
+.PHONY: test-workflows
+test-workflows:
+	scripts/test-workflows.sh
