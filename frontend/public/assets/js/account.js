@@ -50,6 +50,21 @@ async function attempt(work, onError) {
   }
 }
 
+/**
+ * A section's notice says either why its list could not load, or how an action went. Reloading
+ * the list clears only the former, so "Signed out Chrome on Linux." stays after the list updates.
+ */
+function sectionNotice(id, text, kind, source) {
+  const box = $(id);
+  notice(box, text, kind);
+  box.dataset.source = source;
+}
+
+function clearLoadNotice(id) {
+  const box = $(id);
+  if (box.dataset.source === "load") notice(box, "");
+}
+
 // ---- profile ---------------------------------------------------------------------------------
 
 function showUser(me) {
@@ -71,16 +86,17 @@ async function loadSessions() {
     async () => {
       const data = await api.authed("GET", "/sessions");
       renderSessions(data?.sessions ?? []);
-      notice("#sessions-notice", "");
+      clearLoadNotice("#sessions-notice");
     },
     (error) => {
       list.replaceChildren();
-      notice(
+      sectionNotice(
         "#sessions-notice",
         error instanceof ApiError && error.status === 404
           ? "The list of sessions is not available on this server yet."
           : `Could not load your sessions. ${describeError(error)}`,
         "error",
+        "load",
       );
     },
   );
@@ -125,11 +141,11 @@ async function revokeSession(session, device, button) {
     attempt(
       async () => {
         await api.authed("DELETE", `/sessions/${encodeURIComponent(session.id)}`);
-        notice("#sessions-notice", `Signed out ${device}.`, "ok");
+        sectionNotice("#sessions-notice", `Signed out ${device}.`, "ok", "action");
       },
       (error) => {
         const gone = error instanceof ApiError && error.status === 404;
-        notice("#sessions-notice", gone ? "That session had already ended." : describeError(error), gone ? "info" : "error");
+        sectionNotice("#sessions-notice", gone ? "That session had already ended." : describeError(error), gone ? "info" : "error", "action");
       },
     ),
   );
@@ -142,9 +158,9 @@ async function signOutOthers(button) {
     attempt(
       async () => {
         await api.authed("DELETE", "/sessions");
-        notice("#sessions-notice", "Signed out everywhere else. Only this device is signed in now.", "ok");
+        sectionNotice("#sessions-notice", "Signed out everywhere else. Only this device is signed in now.", "ok", "action");
       },
-      (error) => notice("#sessions-notice", describeError(error), "error"),
+      (error) => sectionNotice("#sessions-notice", describeError(error), "error", "action"),
     ),
   );
   await Promise.all([loadSessions(), loadEvents()]);
@@ -159,16 +175,17 @@ async function loadEvents() {
     async () => {
       const data = await api.authed("GET", "/me/events");
       renderEvents(data?.events ?? []);
-      notice("#events-notice", "");
+      clearLoadNotice("#events-notice");
     },
     (error) => {
       list.replaceChildren();
-      notice(
+      sectionNotice(
         "#events-notice",
         error instanceof ApiError && error.status === 404
           ? "Security activity is not available on this server yet."
           : `Could not load your security activity. ${describeError(error)}`,
         "error",
+        "load",
       );
     },
   );
