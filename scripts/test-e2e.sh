@@ -99,8 +99,20 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# pytest runs in the background so that a signal reaches this script at once (bash runs traps
+# only between commands); it is passed on as TERM, which conftest.py turns into an interrupt
+# that tears every fixture down.
+pytest_pid=""
+# shellcheck disable=SC2317  # called by the INT and TERM traps
+interrupted() {
+  if [ -n "$pytest_pid" ]; then
+    kill -TERM "$pytest_pid" 2>/dev/null || true
+    wait "$pytest_pid" 2>/dev/null || true
+  fi
+  exit "$1"
+}
+trap 'interrupted 130' INT
+trap 'interrupted 143' TERM
 export E2E_RUN_DIR="$run_dir"
 
 if [ -n "${DATABASE_URL:-}" ]; then
@@ -120,11 +132,12 @@ mkdir -p "$E2E_ARTIFACTS"
 export E2E_CHROMIUM="$chromium"
 
 echo "==> end-to-end tests (Chromium $("$chromium" --version 2>/dev/null | awk '{print $2}'), nginx, api-container)"
-set +e
 # Only the plugins this suite asks for, whatever else the machine has installed.
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
-python3 -m pytest -p no:cacheprovider tests/e2e "$@"
-status=$?
-set -e
+python3 -m pytest -p no:cacheprovider tests/e2e "$@" &
+pytest_pid=$!
+status=0
+wait "$pytest_pid" || status=$?
+pytest_pid=""
 echo "==> screenshots and logs in ${E2E_ARTIFACTS#"$root"/}"
 exit "$status"

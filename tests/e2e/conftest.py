@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,15 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 PROBLEM = re.compile(r"\[csp-violation\]|Content Security Policy|Trusted Type|Refused to|Permissions-Policy", re.I)
+
+
+def pytest_configure(config):
+    # scripts/test-e2e.sh passes Ctrl-C and kill on as SIGTERM: stop like Ctrl-C, so the
+    # fixtures stop nginx and api-container and drop their databases.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -8,7 +8,16 @@ import re
 from playwright.sync_api import expect
 
 from harness import call
-from pages import expect_account, expect_sign_in_page, sign_in, sign_up, strong_password, unique_email
+from pages import (
+    expect_account,
+    expect_sign_in_page,
+    reload_sessions,
+    sessions,
+    sign_in,
+    sign_up,
+    strong_password,
+    unique_email,
+)
 
 # Two free failures, so the per-email back-off is reached in a few attempts.
 BACKEND_ENV = {"AUTH_LOGIN_FREE_FAILURES": "2"}
@@ -157,3 +166,40 @@ def test_signing_out_in_one_tab_signs_out_the_others(browsers):
     second.goto("/account/")
     expect_sign_in_page(second, "Please sign in to see your account.")
     sign_in(second, email, password)
+
+
+def test_sign_out_everywhere_else_leaves_only_this_device(browsers):
+    email, password = unique_email("others"), strong_password()
+    here = browsers.page()
+    sign_up(here, email, password)
+    phones = [browsers.page() for _ in range(2)]
+    for phone in phones:
+        sign_in(phone, email, password)
+    reload_sessions(here)
+    expect(sessions(here)).to_have_count(3)
+    here.get_by_role("button", name="Sign out everywhere else").click()
+    expect(here.locator("#sessions-notice")).to_have_text("Signed out everywhere else. Only this device is signed in now.")
+    expect(sessions(here)).to_have_count(1)
+    expect(sessions(here).first).to_contain_text("This device")
+    expect(here.get_by_role("button", name="Sign out everywhere else")).to_be_disabled()
+    for phone in phones:
+        phone.reload()
+        expect_sign_in_page(phone, "Please sign in to see your account.")
+
+
+def test_a_weak_new_password_is_explained_next_to_the_new_password(browsers):
+    email, password = unique_email("change"), strong_password()
+    page = browsers.page()
+    sign_up(page, email, password)
+    page.get_by_label("Current password").fill("not the password")
+    page.get_by_label("New password").fill(strong_password())
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator("#current_password-error")).to_have_text("Your current password is not correct.")
+    page.get_by_label("Current password").fill(password)
+    page.get_by_label("New password").fill("password1")
+    with page.expect_response("**/api/v1/me/password") as answer:
+        page.get_by_role("button", name="Change password").click()
+    reasons = answer.value.json()["errors"]["new_password"]
+    expect(page.locator("#new_password-error li")).to_have_text(reasons)
+    expect(page.locator("#current_password-error")).to_be_hidden()
+    expect(page.get_by_label("New password")).to_be_focused()
