@@ -32,6 +32,17 @@ openapi:
 test-e2e:
 	scripts/test-e2e.sh $(ARGS)
 
+# The api-container image: FROM scratch around the static musl binary (IMAGE=name:tag, default
+# latchkey-api:dev). Needs a Docker engine; installs the musl target and musl-gcc when missing.
+.PHONY: image test-deploy
+image:
+	api-container/build-image.sh
+
+# The image and the host deploy script (api-container/deploy/) against the real Docker engine,
+# a local registry, nginx and PostgreSQL, all started and removed by the test.
+test-deploy:
+	scripts/test-deploy.sh
+
 # The GitHub Actions workflows, offline: GitHub's workflow schema (check-jsonschema) and the
 # pipeline's shape (pytest, tests/workflows/). Installs its pinned Python tools when missing.
 .PHONY: test-workflows
