@@ -79,23 +79,9 @@ async fn serve_from_env() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Error> {
-    let mut delay = Duration::from_millis(250);
-    let app = loop {
-        match Application::build(config.clone()).await {
-            Ok(app) => break app,
-            // The database may start after us (or be restarting): wait for it rather than exit
-            // in a restart loop.
-            Err(Error::Unavailable(cause)) => {
-                tracing::warn!(cause = %cause, retry_in_ms = delay.as_millis() as u64, "database unavailable at start-up");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown_signal() => return Ok(()),
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(other) => return Err(other),
-        }
-    };
+    // Bound before the database is reached: health checks get answers (readyz 503) while the
+    // database starts after us or restarts, instead of the process exiting in a restart loop.
+    let app = Application::bind(config).await?;
     tracing::info!(addr = %app.local_addr()?, "listening");
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

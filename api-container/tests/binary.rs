@@ -162,7 +162,11 @@ async fn no_password_or_token_reaches_the_logs_even_at_trace_level() {
     let db = Database::create().await;
     let port = free_port();
     let child = start(&db.url, port, &[("RUST_LOG", "trace")]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base).await;
 
@@ -243,7 +247,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     let port = free_port();
     // Costly hashing so that a login is still running when the signal arrives.
     let child = start(&db.url, port, &[("AUTH_PBKDF2_ITERATIONS", "400000")]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&http, &base).await;
     let credentials =
@@ -308,7 +316,11 @@ async fn the_healthcheck_subcommand_answers_with_its_exit_code() {
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("cannot connect"));
 
     let child = start(&db.url, port, &[]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
     let ready = healthcheck(None);
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");

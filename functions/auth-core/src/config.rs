@@ -67,6 +67,10 @@ pub struct Config {
     pub db_ca_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub rust_log: Option<String>,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
 }
 
 // Hand-written so that the database password and the key-encryption key never reach a log line.
@@ -242,6 +246,25 @@ impl Config {
                     Some(filter)
                 }
             },
+            header_read_timeout: Duration::from_millis(env.number(
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                10_000,
+                100,
+                600_000,
+            )?),
+            body_read_timeout: Duration::from_millis(env.number(
+                "HTTP_BODY_READ_TIMEOUT_MS",
+                10_000,
+                100,
+                600_000,
+            )?),
+            request_timeout: Duration::from_millis(env.number(
+                "HTTP_REQUEST_TIMEOUT_MS",
+                30_000,
+                100,
+                600_000,
+            )?),
+            max_connections: env.number("HTTP_MAX_CONNECTIONS", 4096, 1, 1_000_000)?,
             log_format: match env.optional("LOG_FORMAT").as_deref() {
                 None => None,
                 Some("json") => Some(LogFormat::Json),
@@ -472,6 +495,14 @@ mod tests {
             "DB_CA_FILE"
         );
         assert_eq!(rejected_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(
+            rejected_variable(&[("HTTP_MAX_CONNECTIONS", "0")]),
+            "HTTP_MAX_CONNECTIONS"
+        );
+        assert_eq!(
+            rejected_variable(&[("HTTP_REQUEST_TIMEOUT_MS", "1")]),
+            "HTTP_REQUEST_TIMEOUT_MS"
+        );
         assert_eq!(rejected_variable(&[("RUST_LOG", "info,[[[")]), "RUST_LOG");
         assert_eq!(
             rejected_variable(&[("STATIC_DIR", "/no/such/folder")]),

@@ -20,12 +20,14 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -78,9 +80,15 @@ pub fn router(auth: AppState) -> Router {
     // Layers run outermost last-added: the request id is set first, so the log line and every
     // response (errors and CORS preflights included) carry it; the size check runs before any
     // body is read.
+    // The body deadline makes a slow upload fail the read (400) instead of pinning the request.
     let api = api
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(reject_oversized_bodies));
+        .layer(RequestBodyTimeoutLayer::new(auth.config.body_read_timeout))
+        .layer(middleware::from_fn(reject_oversized_bodies))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            limit_request_time,
+        ));
     let api = match cors {
         Some(cors) => api.layer(cors),
         None => api,
@@ -97,6 +105,55 @@ pub fn router(auth: AppState) -> Router {
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
     .layer(middleware::from_fn(drop_invalid_request_id))
     .with_state(auth)
+}
+
+/// The service while it starts: the real router once `ready` holds it; until then `/healthz` is
+/// 200 (the process serves), `/readyz` 503, and everything else 503 `unavailable`.
+pub fn starting_router(ready: Arc<std::sync::OnceLock<Router>>) -> Router {
+    Router::new().fallback(move |request: Request| {
+        let ready = Arc::clone(&ready);
+        async move {
+            match ready.get() {
+                Some(router) => router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {}),
+                None => starting_response(&request),
+            }
+        }
+    })
+}
+
+fn starting_response(request: &Request) -> Response {
+    let mut response = if request.uri().path() == "/healthz" {
+        Json(serde_json::json!({ "status": "starting" })).into_response()
+    } else {
+        Error::Unavailable("the service is still connecting to its database".into()).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Ok(id) = HeaderValue::from_str(&Uuid::new_v4().to_string()) {
+        headers.insert(HeaderName::from_static(X_REQUEST_ID), id);
+    }
+    response
+}
+
+/// Bounds the whole request: past the limit it is abandoned (an open transaction rolls back) and
+/// the client gets 503, instead of holding a connection and a worker indefinitely.
+async fn limit_request_time(
+    State(auth): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(auth.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::Unavailable("request timed out".into()).into_response(),
+    }
 }
 
 /// CORS only for the configured origins, with credentials; none configured means no CORS

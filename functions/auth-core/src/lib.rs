@@ -9,6 +9,7 @@ pub mod kdf;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -21,22 +22,39 @@ pub use config::Config;
 pub use error::Error;
 pub use service::Auth;
 
-/// A built service bound to its port, not yet serving. Binding first lets tests ask for port 0
-/// and read the port back.
+/// A service bound to its port, not yet serving. Binding first lets tests ask for port 0 and
+/// read the port back, and lets the container answer health checks while the database is away.
 pub struct Application {
     listener: tokio::net::TcpListener,
-    auth: Arc<Auth>,
+    config: Config,
+    auth: Option<Arc<Auth>>,
 }
+
+/// How long a start-up that cannot reach the database waits between attempts, at most.
+const MAX_INIT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Application {
     /// Connects to the database, migrates, prepares keys, then binds `config.listen_addr`.
+    /// Fails at once when the database cannot be reached.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let listen_addr = config.listen_addr;
-        let auth = Arc::new(Auth::init(config).await?);
-        let listener = tokio::net::TcpListener::bind(listen_addr)
+        let auth = Arc::new(Auth::init(config.clone()).await?);
+        let mut app = Self::bind(config).await?;
+        app.auth = Some(auth);
+        Ok(app)
+    }
+
+    /// Binds `config.listen_addr` without touching the database: [`Application::run_until`]
+    /// then connects in the background, retrying with back-off, and meanwhile answers
+    /// `/healthz` 200, `/readyz` 503 and everything else 503 `unavailable`.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
             .map_err(|e| Error::internal("binding the listener", e))?;
-        Ok(Application { listener, auth })
+        Ok(Application {
+            listener,
+            config,
+            auth: None,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -45,23 +63,84 @@ impl Application {
             .map_err(|e| Error::internal("reading the bound address", e))
     }
 
-    pub fn auth(&self) -> Arc<Auth> {
-        Arc::clone(&self.auth)
+    /// The service, once [`Application::build`] has prepared it.
+    pub fn auth(&self) -> Option<Arc<Auth>> {
+        self.auth.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+    /// Returns an error when a start-up in the background meets a fault that retrying cannot
+    /// mend (a configuration the database refuses, for instance).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let router = http::router(self.auth);
-        axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::internal("serving", e))
+        let limits = serve::ServeLimits {
+            header_read_timeout: self.config.header_read_timeout,
+            max_connections: self.config.max_connections,
+        };
+        let ready: Arc<std::sync::OnceLock<axum::Router>> = Arc::new(std::sync::OnceLock::new());
+        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<Error>();
+        match self.auth {
+            Some(auth) => {
+                let _ = ready.set(http::router(auth));
+            }
+            None => {
+                let ready = Arc::clone(&ready);
+                let config = self.config.clone();
+                tokio::spawn(async move {
+                    match init_with_retry(config).await {
+                        Ok(auth) => {
+                            tracing::info!("database ready; serving");
+                            let _ = ready.set(http::router(Arc::new(auth)));
+                        }
+                        Err(error) => {
+                            let _ = fatal_tx.send(error);
+                        }
+                    }
+                });
+            }
+        }
+        let router = http::starting_router(ready);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = serve::serve(self.listener, router, limits, async move {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(server);
+        tokio::pin!(shutdown);
+        tokio::pin!(fatal_rx);
+        // The server must keep being polled while we wait, so every branch only decides.
+        let mut start_up_settled = false;
+        let outcome = loop {
+            tokio::select! {
+                result = &mut server => return result,
+                () = &mut shutdown => break Ok(()),
+                fatal = &mut fatal_rx, if !start_up_settled => match fatal {
+                    Ok(error) => break Err(error),
+                    // The start-up task finished without a fatal error: keep serving.
+                    Err(_) => start_up_settled = true,
+                },
+            }
+        };
+        let _ = stop_tx.send(());
+        server.await?;
+        outcome
+    }
+}
+
+/// Initialises the service, waiting out an unreachable database with capped exponential back-off.
+async fn init_with_retry(config: Config) -> Result<Auth, Error> {
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match Auth::init(config.clone()).await {
+            Ok(auth) => return Ok(auth),
+            Err(Error::Unavailable(cause)) => {
+                tracing::warn!(cause = %cause, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "database unavailable at start-up");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_INIT_BACKOFF);
+            }
+            Err(other) => return Err(other),
+        }
     }
 }
 

@@ -170,7 +170,7 @@ pub async fn spawn_app_on(db: Arc<TestDatabase>, overrides: &[(&str, &str)]) -> 
         .await
         .expect("application starts");
     let addr = app.local_addr().expect("bound address");
-    let auth = app.auth();
+    let auth = app.auth().expect("a built application has its service");
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
         let _ = shutdown_rx.await;

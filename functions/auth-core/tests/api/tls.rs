@@ -56,7 +56,7 @@ async fn verify_full_with_the_ca_file_connects_over_tls() {
         .await
         .expect("verify-full with the right CA");
     assert!(service_connections_use_tls(&db).await);
-    assert!(app.auth().ready().await);
+    assert!(app.auth().unwrap().ready().await);
 }
 
 #[tokio::test]
