@@ -8,7 +8,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> shellcheck"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh .ci/run
+  shellcheck scripts/*.sh .ci/run api-container/build-image.sh api-container/deploy/latchkey-deploy api-container/deploy/install.sh
 else
   echo "shellcheck is not installed: skipping the shell lint (apt-get install shellcheck)"
 fi
@@ -32,6 +32,14 @@ fi
 
 echo "==> fuzzing the API against its OpenAPI document"
 scripts/test-fuzz.sh
+
+# The image and the host deploy script need a Docker engine; without one they are skipped, loudly.
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "==> test-deploy (the image and the host deploy script, on the Docker engine)"
+  scripts/test-deploy.sh
+else
+  echo "==> SKIPPED test-deploy: no Docker engine answers ('docker info' failed): the image and the host deploy script were NOT tested"
+fi
 
 # The Rust suites run last, so that their summary closes the output.
 echo "==> tests"
