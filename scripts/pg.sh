@@ -3,6 +3,7 @@
 #
 #   scripts/pg.sh start DIR PORT [--throwaway]   initialise DIR when new, start on 127.0.0.1:PORT
 #   scripts/pg.sh stop DIR                        stop it (fast shutdown), keeping the data
+#   scripts/pg.sh kill DIR                        stop it abruptly (immediate shutdown: a crash), for fault tests
 #
 # The server always offers TLS with a certificate from a CA made here (DIR/ca.crt), so that the
 # service's `sslmode=verify-full` path is exercised against a real server. --throwaway turns off
@@ -48,7 +49,7 @@ fi
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  die "usage: pg.sh start DIR PORT [--throwaway] | pg.sh stop DIR"
+  die "usage: pg.sh start DIR PORT [--throwaway] | pg.sh stop DIR | pg.sh kill DIR"
 fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -107,6 +108,11 @@ start)
 stop)
   if [ -f "$data/postmaster.pid" ]; then
     "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null || true
+  fi
+  ;;
+kill)
+  if [ -f "$data/postmaster.pid" ]; then
+    "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" -m immediate -w -t 60 stop >/dev/null || true
   fi
   ;;
 *)

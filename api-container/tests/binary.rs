@@ -3,131 +3,14 @@
 // Test code may panic: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_api-container");
+mod common;
 
-fn admin_url() -> String {
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (make test sets it)");
-    url.split('?').next().unwrap().to_owned()
-}
-
-/// A fresh database for one test, dropped at the end.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create() -> Self {
-        let admin = admin_url();
-        let name = format!("latchkey_bin_{}", uuid::Uuid::new_v4().simple());
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let base = &admin[..admin.rfind('/').unwrap()];
-        Database {
-            url: format!("{base}/{name}?sslmode=disable"),
-            name,
-        }
-    }
-
-    async fn drop_now(self) {
-        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .unwrap();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running service whose output goes to a file: a pipe nobody reads would block its logging.
-struct Service {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-fn start(database_url: &str, port: u16, extra: &[(&str, &str)]) -> Service {
-    let log = std::env::temp_dir().join(format!("api-container-test-{}.log", uuid::Uuid::new_v4()));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("AUTH_PBKDF2_ITERATIONS", "1000")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file));
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    Service {
-        child: command.spawn().unwrap(),
-        log,
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the service did not become ready");
-}
-
-fn terminate(service: &Service) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(service.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for the process to exit on its own, within `limit`; returns its status and output.
-fn wait_exit(mut service: Service, limit: Duration) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            let text = String::from_utf8_lossy(&std::fs::read(&service.log).unwrap()).into_owned();
-            std::fs::remove_file(&service.log).unwrap();
-            return (status, text);
-        }
-        if Instant::now() > deadline {
-            service.child.kill().unwrap();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::*;
 
 #[test]
 fn an_invalid_setting_stops_start_up_with_a_message_naming_it() {
