@@ -495,7 +495,7 @@ impl Auth {
     }
 
     /// Counts a request against the client's per-IP limit (0 disables it); now and then also
-    /// deletes counters that have run out, so the tables stay small without a separate job.
+    /// deletes spent counters and dead sessions, so the tables stay bounded without a separate job.
     async fn limit_per_ip(
         &self,
         action: &str,
@@ -504,16 +504,15 @@ impl Auth {
         period: time::Duration,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
+        let db = self.pool.get().await?;
+        if getrandom::u32().is_ok_and(|n| n % 64 == 0) {
+            store::prune_expired(&db, now, to_time(self.config.session_idle)).await?;
+        }
         if limit == 0 {
             return Ok(());
         }
-        let db = self.pool.get().await?;
         let bucket = format!("{action}:{}", client.ip.as_deref().unwrap_or("unknown"));
-        let limited = store::take_rate_limit(&db, &bucket, limit, period, now).await?;
-        if getrandom::u32().is_ok_and(|n| n % 64 == 0) {
-            store::prune_counters(&db, now).await?;
-        }
-        match limited {
+        match store::take_rate_limit(&db, &bucket, limit, period, now).await? {
             None => Ok(()),
             Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
         }

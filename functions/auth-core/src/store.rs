@@ -619,15 +619,38 @@ pub async fn take_rate_limit(
     Ok(Some(u64::try_from(wait).unwrap_or(1).max(1)))
 }
 
-/// Deletes counters that no longer hold anything back. Called now and then by the requests
-/// themselves, so no separate job is needed.
-pub async fn prune_counters(db: &impl GenericClient, now: OffsetDateTime) -> Result<(), Error> {
-    db.execute("DELETE FROM rate_limits WHERE tat < $1", &[&now])
-        .await?;
+/// Rows deleted per table per pass: small enough that a pass never holds locks for long, while
+/// passes come often enough (a share of logins and registrations) to keep up with any backlog.
+const PRUNE_BATCH: i64 = 5000;
+
+/// Deletes what no longer matters: spent rate-limit counters, old runs of login failures, and
+/// sessions that are over (past their absolute end, idle too long, or revoked a day ago, so that
+/// a late reuse of their refresh token is still recognised for a while). Called now and then by
+/// the requests themselves, so no separate job is needed.
+pub async fn prune_expired(
+    db: &impl GenericClient,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<(), Error> {
+    db.execute(
+        "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
+        &[&now, &PRUNE_BATCH],
+    )
+    .await?;
     // A run of failures older than a day no longer slows anyone down.
     db.execute(
-        "DELETE FROM login_failures WHERE last_attempt_at < $1",
-        &[&(now - time::Duration::DAY)],
+        "DELETE FROM login_failures WHERE email_hash IN \
+         (SELECT email_hash FROM login_failures WHERE last_attempt_at < $1 LIMIT $2)",
+        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
+    )
+    .await?;
+    let a_day_ago = now - time::Duration::DAY;
+    db.execute(
+        "DELETE FROM sessions WHERE id IN ( \
+             (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $3) \
+             UNION (SELECT id FROM sessions WHERE last_used_at < $2 LIMIT $3) \
+             UNION (SELECT id FROM sessions WHERE revoked_at < $4 LIMIT $3))",
+        &[&now, &(now - idle_limit), &PRUNE_BATCH, &a_day_ago],
     )
     .await?;
     Ok(())

@@ -230,7 +230,7 @@ async fn the_client_address_behind_a_proxy_is_recorded_with_the_session() {
 }
 
 #[tokio::test]
-async fn spent_counters_are_cleaned_up_by_the_requests_themselves() {
+async fn spent_counters_and_dead_sessions_are_cleaned_up_by_the_requests_themselves() {
     let app = spawn_app_with(&[("AUTH_IP_LOGINS_PER_MINUTE", "1000")]).await;
     let db = app.db.client().await;
     db.execute("INSERT INTO rate_limits (bucket, tat) SELECT 'old:' || g, now() - interval '1 hour' FROM generate_series(1, 500) g", &[])
@@ -240,6 +240,16 @@ async fn spent_counters_are_cleaned_up_by_the_requests_themselves() {
         "INSERT INTO login_failures (email_hash, failures, last_attempt_at) \
          SELECT sha256(g::text::bytea), 3, now() - interval '2 days' FROM generate_series(1, 500) g",
         &[],
+    )
+    .await
+    .unwrap();
+    let user = app.signed_up("owner@example.com").await;
+    let user_id = uuid::Uuid::parse_str(user.body["user"]["id"].as_str().unwrap()).unwrap();
+    db.execute(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at) \
+         SELECT gen_random_uuid(), $1, now() - interval '40 days', now() - interval '40 days', now() - interval '10 days' \
+         FROM generate_series(1, 3000)",
+        &[&user_id],
     )
     .await
     .unwrap();
@@ -266,6 +276,20 @@ async fn spent_counters_are_cleaned_up_by_the_requests_themselves() {
                 .unwrap()
                 .get(0);
             assert_eq!(failures, 0);
+            let dead: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM sessions WHERE expires_at < now()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(dead, 0, "expired sessions are deleted too");
+            assert_eq!(
+                app.me(&user.access_token()).await.status,
+                200,
+                "live sessions are kept"
+            );
             return;
         }
     }
