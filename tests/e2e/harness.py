@@ -68,7 +68,7 @@ def with_database(admin_url: str, name: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
     """Polls `url` until it answers 200, failing early (with the log) if the process exits."""
     parts = urllib.parse.urlsplit(url)
     deadline = time.monotonic() + timeout
