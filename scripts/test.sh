@@ -33,6 +33,12 @@ fi
 echo "==> fuzzing the API against its OpenAPI document"
 scripts/test-fuzz.sh
 
+# The front-end in a real browser through nginx, on this script's PostgreSQL (DATABASE_URL).
+# A failure is reported after the Rust suites, so their summary still closes the output.
+echo "==> end-to-end tests of the front-end"
+e2e_status=0
+scripts/test-e2e.sh || e2e_status=$?
+
 # The image and the host deploy script need a Docker engine; without one they are skipped, loudly.
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "==> test-deploy (the image and the host deploy script, on the Docker engine)"
@@ -47,4 +53,9 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked
+fi
+
+if [ "$e2e_status" -ne 0 ]; then
+  echo "==> the end-to-end tests failed (pytest exit code $e2e_status)" >&2
+  exit "$e2e_status"
 fi
