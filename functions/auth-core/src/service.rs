@@ -122,6 +122,25 @@ fn to_time(duration: Duration) -> time::Duration {
     time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
 }
 
+/// Records a security event with where the request came from.
+async fn record_event(
+    db: &impl deadpool_postgres::GenericClient,
+    user_id: Uuid,
+    event: store::EventType,
+    client: &ClientInfo,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    store::record_event(
+        db,
+        user_id,
+        event,
+        now,
+        client.ip.as_deref(),
+        client.user_agent.as_deref(),
+    )
+    .await
+}
+
 /// PostgreSQL keeps microseconds; truncating first makes a time read back equal the one returned.
 fn to_stored_precision(time: OffsetDateTime) -> OffsetDateTime {
     time.replace_nanosecond(time.nanosecond() / 1000 * 1000)
@@ -354,15 +373,7 @@ impl Auth {
             now,
         )
         .await?;
-        store::record_event(
-            &tx,
-            user.id,
-            store::EventType::Registered,
-            now,
-            client.ip.as_deref(),
-            client.user_agent.as_deref(),
-        )
-        .await?;
+        record_event(&tx, user.id, store::EventType::Registered, client, now).await?;
         tx.commit().await?;
         self.grant(user.into(), session_id, expires_at, refresh_token, now)
             .await
@@ -438,8 +449,14 @@ impl Auth {
                 user
             }
             (Some(user), Verification::Mismatch) => {
-                self.record(user.id, store::EventType::LoginFailed, client, now)
-                    .await?;
+                record_event(
+                    &self.pool.get().await?,
+                    user.id,
+                    store::EventType::LoginFailed,
+                    client,
+                    now,
+                )
+                .await?;
                 return Err(Error::InvalidCredentials);
             }
             (None, _) => return Err(Error::InvalidCredentials),
@@ -462,36 +479,10 @@ impl Auth {
             now,
         )
         .await?;
-        store::record_event(
-            &tx,
-            user.id,
-            store::EventType::LoginSucceeded,
-            now,
-            client.ip.as_deref(),
-            client.user_agent.as_deref(),
-        )
-        .await?;
+        record_event(&tx, user.id, store::EventType::LoginSucceeded, client, now).await?;
         tx.commit().await?;
         self.grant(user.into(), session_id, expires_at, refresh_token, now)
             .await
-    }
-
-    async fn record(
-        &self,
-        user_id: Uuid,
-        event: store::EventType,
-        client: &ClientInfo,
-        now: OffsetDateTime,
-    ) -> Result<(), Error> {
-        store::record_event(
-            &self.pool.get().await?,
-            user_id,
-            event,
-            now,
-            client.ip.as_deref(),
-            client.user_agent.as_deref(),
-        )
-        .await
     }
 
     /// Counts a request against the client's per-IP limit (0 disables it); now and then also
@@ -577,13 +568,12 @@ impl Auth {
             }
             Some(_) => {
                 store::revoke_session(&tx, row.session_id, now).await?;
-                store::record_event(
+                record_event(
                     &tx,
                     row.user_id,
                     store::EventType::RefreshedReuseDetected,
+                    client,
                     now,
-                    client.ip.as_deref(),
-                    client.user_agent.as_deref(),
                 )
                 .await?;
                 tx.commit().await?;
@@ -635,15 +625,7 @@ impl Auth {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
             if let Some(user_id) = store::revoke_session(&tx, session_id, now).await? {
-                store::record_event(
-                    &tx,
-                    user_id,
-                    store::EventType::LoggedOut,
-                    now,
-                    client.ip.as_deref(),
-                    client.user_agent.as_deref(),
-                )
-                .await?;
+                record_event(&tx, user_id, store::EventType::LoggedOut, client, now).await?;
             }
             tx.commit().await?;
         }
@@ -690,13 +672,12 @@ impl Auth {
         if !store::revoke_user_session(&tx, subject.user_id, session_id, now).await? {
             return Err(Error::NotFound);
         }
-        store::record_event(
+        record_event(
             &tx,
             subject.user_id,
             store::EventType::SessionRevoked,
+            client,
             now,
-            client.ip.as_deref(),
-            client.user_agent.as_deref(),
         )
         .await?;
         tx.commit().await?;
@@ -713,13 +694,12 @@ impl Auth {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         if store::revoke_other_sessions(&tx, subject.user_id, subject.session_id, now).await? > 0 {
-            store::record_event(
+            record_event(
                 &tx,
                 subject.user_id,
                 store::EventType::SessionRevoked,
+                client,
                 now,
-                client.ip.as_deref(),
-                client.user_agent.as_deref(),
             )
             .await?;
         }
@@ -788,15 +768,7 @@ impl Auth {
         let tx = db.transaction().await?;
         store::set_password_hash(&tx, user.id, &new_hash).await?;
         store::revoke_other_sessions(&tx, user.id, subject.session_id, now).await?;
-        store::record_event(
-            &tx,
-            user.id,
-            store::EventType::PasswordChanged,
-            now,
-            client.ip.as_deref(),
-            client.user_agent.as_deref(),
-        )
-        .await?;
+        record_event(&tx, user.id, store::EventType::PasswordChanged, client, now).await?;
         tx.commit().await?;
         Ok(())
     }
