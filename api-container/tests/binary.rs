@@ -100,9 +100,7 @@ async fn no_password_or_token_reaches_the_logs_even_at_trace_level() {
         .unwrap();
     assert_eq!(logout.status(), 204);
 
-    terminate(&child);
-    let (status, logs) = wait_exit(child, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    let logs = stop_cleanly(child);
     assert!(
         logs.contains("\"route\":\"/api/v1/auth/login\""),
         "the requests were logged: {logs}"
@@ -216,8 +214,6 @@ async fn the_healthcheck_subcommand_answers_with_its_exit_code() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("usage"));
 
-    terminate(&child);
-    let (status, logs) = wait_exit(child, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    stop_cleanly(child);
     db.drop_now().await;
 }

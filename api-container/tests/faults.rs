@@ -213,9 +213,7 @@ async fn a_database_crash_under_load_gives_503s_then_recovers_by_itself_losing_n
         half_written, 0,
         "an account without its session and refresh token"
     );
-    terminate(&service);
-    let (status, logs) = wait_exit(service, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    stop_cleanly(service);
 }
 
 #[tokio::test]
@@ -260,9 +258,7 @@ async fn the_service_waits_for_a_database_that_is_not_there_yet() {
         .await
         .unwrap();
     assert_eq!(register.status(), 201);
-    terminate(&service);
-    let (status, logs) = wait_exit(service, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    let logs = stop_cleanly(service);
     assert!(logs.contains("database unavailable at start-up"), "{logs}");
 }
 
@@ -364,9 +360,7 @@ async fn sigkill_during_refreshes_and_registrations_leaves_nothing_half_written(
         let count: i64 = db.query_one(sql, &[]).await.unwrap().get(0);
         assert_eq!(count, 0, "{what}");
     }
-    terminate(&service);
-    let (status, logs) = wait_exit(service, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    stop_cleanly(service);
 }
 
 #[tokio::test]
@@ -459,9 +453,7 @@ async fn slow_clients_are_cut_off_and_do_not_stop_normal_requests() {
         "{text}"
     );
 
-    terminate(&service);
-    let (status, logs) = wait_exit(service, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    stop_cleanly(service);
     db.drop_now().await;
 }
 
@@ -507,9 +499,7 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     drop(held);
     drop(http);
     drop(other);
-    terminate(&service);
-    let (status, logs) = wait_exit(service, Duration::from_secs(30));
-    assert!(status.success(), "{logs}");
+    stop_cleanly(service);
     db.drop_now().await;
 }
 

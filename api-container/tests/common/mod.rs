@@ -213,3 +213,11 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// SIGTERM, then a clean exit within 30 s; returns what the process logged.
+pub fn stop_cleanly(service: Service) -> String {
+    terminate(&service);
+    let (status, logs) = wait_exit(service, Duration::from_secs(30));
+    assert!(status.success(), "{logs}");
+    logs
+}
