@@ -48,3 +48,10 @@ test-deploy:
 .PHONY: test-workflows
 test-workflows:
 	scripts/test-workflows.sh
+
+# Issue 8's numbers: hashing against the machine's bound, wrk against a release build on a private
+# PostgreSQL (throughput, p50/p99, isolation, growth to a million users), RSS and start-up.
+# Writes bench/RESULTS.md, bench/results.json and bench/results.png (under 10 minutes).
+.PHONY: bench
+bench:
+	bench/run.sh
