@@ -77,7 +77,7 @@ cleanup() {
   for pid in "${background_pids[@]}" "$service_pid"; do
     if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
   done
-  if [ -d "$pg_dir/data" ]; then scripts/pg.sh stop "$pg_dir" || true; fi
+  if [ -d "$pg_dir/data" ]; then (cd "$work" && "$root/scripts/pg.sh" stop "$pg_dir") || true; fi
   if [ "$status" -ne 0 ] && [ -f "$work/service.log" ]; then
     echo "bench: failed; the service's last log lines:" >&2
     tail -n 20 "$work/service.log" >&2 || true
@@ -101,7 +101,8 @@ log "hash_bench"
 # --- 3. PostgreSQL and the service -----------------------------------------------------------------
 pg_port=$(free_port)
 log "PostgreSQL on 127.0.0.1:$pg_port in $pg_dir"
-scripts/pg.sh start "$pg_dir" "$pg_port"
+# From $work: as root, pg.sh runs pg_ctl as postgres, which may not be allowed into the checkout.
+(cd "$work" && "$root/scripts/pg.sh" start "$pg_dir" "$pg_port")
 psql_admin=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres)
 "${psql_admin[@]}" -d postgres -c "CREATE DATABASE latchkey" >/dev/null
 sql() { "${psql_admin[@]}" -d latchkey -tA -c "$1"; }
