@@ -217,14 +217,19 @@ fn parse_phc(stored: &str) -> Option<Phc> {
     })
 }
 
-/// Runs password hashing on blocking threads, at most `max_concurrent` at a time with at most
+/// Runs password hashing on threads of its own, at most `max_concurrent` at a time with at most
 /// `queue` waiting; past that a request is refused at once with 503 `overloaded`, because a queue
-/// without a bound turns a login flood into timeouts for everyone.
+/// without a bound turns a login flood into timeouts for everyone. The hashing threads run at a
+/// lower scheduling priority (nice 10): when every core is hashing, requests that need no hash
+/// (token checks, refreshes) still get the CPU first.
 pub struct HashingPool {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue: usize,
+    jobs: std::sync::mpsc::Sender<HashJob>,
 }
+
+type HashJob = Box<dyn FnOnce() + Send>;
 
 /// Leaves the queue count right even when the waiting request is cancelled.
 struct QueueSlot<'a>(&'a AtomicUsize);
@@ -235,13 +240,51 @@ impl Drop for QueueSlot<'_> {
     }
 }
 
+/// Lowers the calling thread's priority; on Linux `setpriority(PRIO_PROCESS, 0, ..)` applies to
+/// the calling thread only. Failing to is harmless: the thread just keeps the normal priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl HashingPool {
-    pub fn new(max_concurrent: usize, queue: usize) -> Self {
-        HashingPool {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+    pub fn new(max_concurrent: usize, queue: usize) -> Result<Self, Error> {
+        let threads = max_concurrent.max(1);
+        let (jobs, receiver) = std::sync::mpsc::channel::<HashJob>();
+        let receiver = Arc::new(std::sync::Mutex::new(receiver));
+        for index in 0..threads {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("latchkey-hash-{index}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        // The lock is held only while taking a job, never while running one.
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A job that panics must not take its thread with it.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            // The pool was dropped: the thread ends.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| Error::internal("starting the hashing threads", e))?;
+        }
+        Ok(HashingPool {
+            permits: Arc::new(Semaphore::new(threads)),
             waiting: AtomicUsize::new(0),
             queue,
-        }
+            jobs,
+        })
     }
 
     /// Requests waiting for a hashing slot right now.
@@ -270,13 +313,16 @@ impl HashingPool {
                     .map_err(|e| Error::internal("hashing pool closed", e))?
             }
         };
-        tokio::task::spawn_blocking(move || {
-            let result = job();
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| Error::internal("hashing task failed", e))
+        // One permit per thread: a job handed over with a permit starts at once. The permit is
+        // released by the job itself, so a caller that gives up cannot over-commit the threads.
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(job());
+                drop(permit);
+            }))
+            .map_err(|_| Error::internal("hashing threads", "the pool has stopped"))?;
+        result.await.map_err(|e| Error::internal("hashing job", e))
     }
 }
 
@@ -403,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_refuses_work_beyond_its_queue() {
-        let pool = Arc::new(HashingPool::new(1, 1));
+        let pool = Arc::new(HashingPool::new(1, 1).unwrap());
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let running = {
             let pool = Arc::clone(&pool);

@@ -185,7 +185,7 @@ impl Auth {
     pub async fn init(config: Config) -> Result<Self, Error> {
         let pool = crate::db::create_pool(&config)?;
         crate::db::migrate(&pool).await?;
-        let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue);
+        let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue)?;
         let kek = config.key_encryption_key;
         let client = pool.get().await?;
         let (stored_secret, encrypted) =
