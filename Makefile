@@ -49,6 +49,13 @@ test-deploy:
 test-workflows:
 	scripts/test-workflows.sh
 
+# The serverless half, offline: cfn-lint, sam validate --lint, sam build (both bootstraps for
+# arm64 with cargo-lambda + zig, no Docker), then both Lambdas through the Lambda runtime API
+# (cargo lambda watch + invoke) against PostgreSQL and moto. Installs its pinned tools when missing.
+.PHONY: test-lambda
+test-lambda:
+	scripts/test-lambda.sh
+
 # Issue 8's numbers: hashing against the machine's bound, wrk against a release build on a private
 # PostgreSQL (throughput, p50/p99, isolation, growth to a million users), RSS and start-up.
 # Writes bench/RESULTS.md, bench/results.json and bench/results.png (under 10 minutes).
