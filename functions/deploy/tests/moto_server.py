@@ -1,23 +1,28 @@
-"""moto's server for the deploy Lambda's wire tests and `scripts/test-lambda.sh`.
+"""moto's server for the deploy Lambda's wire tests, `scripts/test-lambda.sh` and local runs.
 
-    python3 moto_server.py [--seed JSON]
+    python3 moto_server.py [--port PORT] [--seed JSON | --sample]
 
-Starts moto (ECR, SSM, EC2, all in one endpoint) on 127.0.0.1 and a free port, optionally puts the
-world the deploy Lambda expects in it, prints one JSON line on stdout, and runs until its standard
-input closes, so that it dies with whoever started it, however that one ends.
+Starts moto (ECR, SSM, EC2, all in one endpoint) on 127.0.0.1 and a free port (or PORT),
+optionally puts the world the deploy Lambda expects in it, prints one JSON line on stdout, and
+runs until its standard input closes, so that it dies with whoever started it, however that one
+ends. (Run by hand, Ctrl-D or Ctrl-C stops it.)
 
 The printed line: {"endpoint": "http://127.0.0.1:PORT", "region": ..., "digest": "sha256:...",
 "document": NAME, "instances": [tagged instance ids], "untagged": [the others]}.
 
---seed takes {"repository", "tag", "tag_key", "tag_value", "instances": N, "untagged": N}; it
-creates the repository, pushes one image manifest under the tag, creates the SSM document from
+--seed takes {"repository", "tag", "tag_key", "tag_value", "instances": N, "untagged": N} and
+optionally "digest"; it creates the repository, pushes one image manifest under the tag (with that
+digest when given), creates the SSM document from
 template.yaml (the very content CloudFormation would create), and runs N tagged EC2 instances
-plus some without the tag, which the command must not reach.
+plus some without the tag, which the command must not reach. --sample seeds what
+events/ecr-push.json describes (with template.yaml's default tag), for `cargo lambda invoke` and
+`sam local invoke` with that file as it is.
 
 moto has no ListCommandInvocations, which the Lambda uses to learn which instances a tag
 resolved to; it is added here from moto's own command model, as AWS answers it.
 """
 
+import argparse
 import hashlib
 import json
 import os
@@ -115,8 +120,9 @@ def seed(endpoint, settings):
             ],
         }
     )
+    digest = {"imageDigest": settings["digest"]} if settings.get("digest") else {}
     pushed = ecr.put_image(
-        repositoryName=repository, imageManifest=manifest, imageTag=settings["tag"]
+        repositoryName=repository, imageManifest=manifest, imageTag=settings["tag"], **digest
     )
     digest = pushed["image"]["imageId"]["imageDigest"]
 
@@ -148,14 +154,29 @@ def seed(endpoint, settings):
     return {"digest": digest, "document": document, "instances": tagged, "untagged": untagged}
 
 
-def main():
-    settings = None
-    if len(sys.argv) == 3 and sys.argv[1] == "--seed":
-        settings = json.loads(sys.argv[2])
-    elif len(sys.argv) != 1:
-        sys.exit("usage: moto_server.py [--seed JSON]")
+def sample_settings():
+    with open(os.path.join(HERE, "..", "..", "..", "events", "ecr-push.json"), encoding="utf-8") as f:
+        detail = json.load(f)["detail"]
+    return {
+        "repository": detail["repository-name"],
+        "tag": detail["image-tag"],
+        "digest": detail["image-digest"],
+        "tag_key": "latchkey-role",
+        "tag_value": "api",
+        "instances": 1,
+    }
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="default: a free one")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--seed", type=json.loads, help="what to create (JSON, see above)")
+    group.add_argument("--sample", action="store_true", help="seed events/ecr-push.json's image")
+    arguments = parser.parse_args()
+    settings = sample_settings() if arguments.sample else arguments.seed
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=arguments.port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -165,6 +186,8 @@ def main():
     print(json.dumps(ready), flush=True)
     try:
         sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
     finally:
         server.stop()
 
