@@ -14,6 +14,8 @@ else
 fi
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> GitHub Actions workflows (schema, pipeline shape)"
+scripts/test-workflows.sh
 
 if [ -z "${DATABASE_URL:-}" ]; then
   cluster=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-test-pg.XXXXXX")
@@ -46,6 +48,10 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
 else
   echo "==> SKIPPED test-deploy: no Docker engine answers ('docker info' failed): the image and the host deploy script were NOT tested"
 fi
+
+# Before the Rust suites: the deploy Lambda's moto tests use the virtualenv this script sets up.
+echo "==> the Lambdas: cfn-lint, sam validate --lint, sam build (arm64), cargo lambda watch + invoke"
+scripts/test-lambda.sh
 
 # The Rust suites run last, so that their summary closes the output.
 echo "==> tests"
