@@ -59,16 +59,7 @@ async fn serve_from_env() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    auth_core::init_tracing(config.log_format, config.rust_log.as_deref());
-    if config.pbkdf2_iterations < auth_core::config::RECOMMENDED_PBKDF2_ITERATIONS {
-        tracing::warn!(
-            iterations = config.pbkdf2_iterations,
-            "AUTH_PBKDF2_ITERATIONS is below the recommended 600000"
-        );
-    }
-    if config.key_encryption_key.is_none() {
-        tracing::warn!("AUTH_KEY_ENCRYPTION_KEY is not set: signing keys are stored unencrypted");
-    }
+    auth_core::start_logging(&config);
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

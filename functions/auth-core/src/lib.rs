@@ -144,6 +144,21 @@ async fn init_with_retry(config: Config) -> Result<Auth, Error> {
     }
 }
 
+/// Sets up logging from `config` and warns about settings that weaken the service. Every binary
+/// (the container, the Lambda) starts this way.
+pub fn start_logging(config: &Config) {
+    init_tracing(config.log_format, config.rust_log.as_deref());
+    if config.pbkdf2_iterations < config::RECOMMENDED_PBKDF2_ITERATIONS {
+        tracing::warn!(
+            iterations = config.pbkdf2_iterations,
+            "AUTH_PBKDF2_ITERATIONS is below the recommended 600000"
+        );
+    }
+    if config.key_encryption_key.is_none() {
+        tracing::warn!("AUTH_KEY_ENCRYPTION_KEY is not set: signing keys are stored unencrypted");
+    }
+}
+
 /// Logs as JSON lines (for containers and log shippers) or pretty text (for people at a
 /// terminal); by default JSON unless standard output is a terminal. `RUST_LOG` filters.
 pub fn init_tracing(format: Option<config::LogFormat>, filter: Option<&str>) {
