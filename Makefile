@@ -62,3 +62,18 @@ test-lambda:
 .PHONY: bench
 bench:
 	bench/run.sh
+
+# The AWS environment, offline: cfn-lint on infra/environment.yaml and template.yaml, sam validate
+# --lint, checkov on infra/ (skips only with their reasons in the template), and the environment
+# stack created on moto's server and read back with boto3 (tests/infra). About a minute once its
+# pinned tools (scripts/requirements/) are installed.
+.PHONY: test-infra
+test-infra:
+	scripts/test-infra.sh
+
+# Everything on AWS, from an empty account (docs/deploy.md): the environment stack, the host
+# bundle, then the SAM stack with the environment's outputs. Idempotent. Needs AWS credentials,
+# AWS_REGION and GITHUB_REPO=owner/name.
+.PHONY: deploy-aws
+deploy-aws:
+	scripts/deploy-aws.sh

@@ -18,10 +18,8 @@ die() { echo "test-lambda.sh: $*" >&2; exit 1; }
 command -v psql >/dev/null 2>&1 || die "psql is needed (apt-get install postgresql-client)"
 
 tools=${LATCHKEY_LAMBDA_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/latchkey/lambda-tools}
-requirements=(
-  "cargo-lambda==1.9.2" "ziglang==0.17.1" "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
-  "moto[server]==5.2.5" "boto3" "PyYAML"
-)
+# The pins live in scripts/requirements/lambda-tools.txt (scripts/test-infra.sh uses the same venv).
+mapfile -t requirements < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/requirements/lambda-tools.txt)
 stamp="$tools/.latchkey-requirements"
 if [ ! -x "$tools/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${requirements[*]}" ]; then
   echo "==> installing the Lambda tools into $tools"

@@ -8,7 +8,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> shellcheck"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh .ci/run api-container/build-image.sh api-container/deploy/latchkey-deploy api-container/deploy/install.sh
+  shellcheck scripts/*.sh .ci/run api-container/build-image.sh api-container/deploy/latchkey-deploy api-container/deploy/install.sh infra/host/*.sh
 else
   echo "shellcheck is not installed: skipping the shell lint (apt-get install shellcheck)"
 fi
@@ -16,6 +16,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> GitHub Actions workflows (schema, pipeline shape)"
 scripts/test-workflows.sh
+echo "==> the AWS environment (cfn-lint, sam validate, checkov, the stack on moto)"
+scripts/test-infra.sh
 
 if [ -z "${DATABASE_URL:-}" ]; then
   cluster=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-test-pg.XXXXXX")

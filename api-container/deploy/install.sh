@@ -7,7 +7,8 @@
 #
 # What it does:
 #   1. installs Docker, nginx, curl, flock, pgrep and the AWS CLI when missing (apt-get on
-#      Debian/Ubuntu, dnf on Amazon Linux 2023), and starts Docker and nginx at boot;
+#      Debian/Ubuntu, dnf on Amazon Linux 2023; on Ubuntu, whose archive has no AWS CLI, the
+#      aws-cli snap or else AWS's installer), and starts Docker and nginx at boot;
 #   2. on a host whose Docker has no /etc/docker/daemon.json yet, writes one that rotates
 #      container logs and keeps containers running while the Docker daemon restarts;
 #   3. installs latchkey-deploy as /usr/local/sbin/latchkey-deploy;
@@ -38,11 +39,17 @@ if [ ${#need[@]} -gt 0 ]; then
     for want in "${need[@]}"; do
       case $want in
       docker) packages+=(docker.io) ;;
+      # Debian has an awscli package; Ubuntu 24.04 and later have none (see below).
       aws) apt-cache show awscli >/dev/null 2>&1 && packages+=(awscli) ;;
       *) packages+=("$want") ;;
       esac
     done
     apt-get -o DPkg::Lock::Timeout=600 update -qq
+    # Asked again after the update: before it, apt-cache may not know awscli yet.
+    if [[ " ${need[*]} " == *" aws "* ]] && [[ " ${packages[*]} " != *" awscli "* ]] \
+      && apt-cache show awscli >/dev/null 2>&1; then
+      packages+=(awscli)
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${packages[@]}" >/dev/null
   elif command -v dnf >/dev/null 2>&1; then
     packages=()
@@ -59,8 +66,28 @@ if [ ${#need[@]} -gt 0 ]; then
     die "no apt-get or dnf: install ${need[*]} yourself, then run this again"
   fi
 fi
-command -v aws >/dev/null 2>&1 \
-  || say "warning: no AWS CLI; it is needed to pull from ECR (https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html)"
+# Ubuntu (24.04 and later) packages no AWS CLI: the snap AWS publishes, else AWS's own installer
+# (https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html).
+if ! command -v aws >/dev/null 2>&1 && command -v snap >/dev/null 2>&1; then
+  say "installing the AWS CLI (snap aws-cli)"
+  snap install aws-cli --classic >/dev/null || true
+  hash -r
+fi
+if ! command -v aws >/dev/null 2>&1; then
+  say "installing the AWS CLI v2 (AWS's installer)"
+  if command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq unzip >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    dnf install -y -q unzip
+  fi
+  awscli_tmp=$(mktemp -d)
+  curl -fsSL --retry 3 -o "$awscli_tmp/awscliv2.zip" "https://awscli.amazonaws.com/awscli-exe-linux-$(uname -m).zip"
+  unzip -q "$awscli_tmp/awscliv2.zip" -d "$awscli_tmp"
+  "$awscli_tmp/aws/install" --update >/dev/null
+  rm -rf "$awscli_tmp"
+  hash -r
+fi
+command -v aws >/dev/null 2>&1 || die "no AWS CLI, and it could not be installed: it is needed to pull from ECR"
 
 # 2. Docker's own settings, only on a Docker that has none yet (so not behind anyone's back).
 if [ ! -e /etc/docker/daemon.json ]; then

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# `make deploy-aws`: stands up (or updates) everything on AWS, in order, and can run any number
+# of times (each step changes only what differs):
+#   1. the environment stack (infra/environment.yaml): network, hosts, RDS, ECR, CloudFront,
+#      GitHub's OIDC provider (when the account has none) and the release role;
+#   2. the host bundle (api-container/deploy/, frontend/, infra/host/, RDS's CA bundle) to the
+#      stack's bucket: the hosts wait for it at first boot; a running front-end gets it through
+#      SSM (its site and nginx settings are updated in place);
+#   3. the SAM stack (template.yaml: deploy Lambda, EventBridge rule, SSM document), with the
+#      environment's outputs as its parameters;
+#   4. prints the GitHub variables to set and the https URL.
+#
+# Needs: AWS credentials (any the AWS CLI finds), the AWS CLI v2, curl; GITHUB_REPO=owner/name.
+# Settings (environment): AWS_REGION, GITHUB_REPO, ENV_STACK (latchkey-env), APP_STACK (latchkey),
+# BACKEND_COUNT (1), PRIVATE_EGRESS (nat | endpoints), GITHUB_OWNER_ID and GITHUB_REPO_ID (looked
+# up on GitHub's API when unset). The SAM CLI comes from scripts/requirements/lambda-tools.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "deploy-aws.sh: error: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+command -v aws >/dev/null 2>&1 || die "the AWS CLI v2 is needed (https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html)"
+command -v curl >/dev/null 2>&1 || die "curl is needed"
+[ -n "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}" ] || die "set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws)"
+export AWS_REGION=${AWS_REGION:-$AWS_DEFAULT_REGION}
+export AWS_DEFAULT_REGION=$AWS_REGION
+if ! account=$(aws sts get-caller-identity --query Account --output text 2>/tmp/deploy-aws-sts.$$); then
+  cat /tmp/deploy-aws-sts.$$ >&2
+  rm -f /tmp/deploy-aws-sts.$$
+  die "no usable AWS credentials: run 'aws configure' or 'aws sso login', or export AWS_PROFILE (docs/deploy.md, step 1)"
+fi
+rm -f /tmp/deploy-aws-sts.$$
+[[ ${GITHUB_REPO:-} =~ ^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$ ]] || die "set GITHUB_REPO=owner/name (the repository whose master branch may release)"
+
+env_stack=${ENV_STACK:-latchkey-env}
+app_stack=${APP_STACK:-latchkey}
+owner=${GITHUB_REPO%%/*}
+repo=${GITHUB_REPO#*/}
+
+# GitHub's immutable OIDC subject carries the numeric ids of the owner and the repository.
+if [ -z "${GITHUB_OWNER_ID:-}" ] || [ -z "${GITHUB_REPO_ID:-}" ]; then
+  say "looking up the ids of $GITHUB_REPO on GitHub"
+  ids=$(curl -fsS "https://api.github.com/repos/$GITHUB_REPO" \
+    | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["owner"]["id"], r["id"])') \
+    || die "could not read https://api.github.com/repos/$GITHUB_REPO (a private repository: set GITHUB_OWNER_ID and GITHUB_REPO_ID, from 'gh api repos/$GITHUB_REPO --jq .owner.id,.id')"
+  read -r GITHUB_OWNER_ID GITHUB_REPO_ID <<<"$ids"
+fi
+
+# One OIDC provider per account: create it only when there is none yet (or when this stack
+# created it before, so that an update keeps it).
+provider_arn="arn:aws:iam::$account:oidc-provider/token.actions.githubusercontent.com"
+create_provider=true
+if aws iam get-open-id-connect-provider --open-id-connect-provider-arn "$provider_arn" >/dev/null 2>&1; then
+  ours=$(aws cloudformation describe-stack-resources --stack-name "$env_stack" --logical-resource-id GitHubOidcProvider \
+    --query 'StackResources[0].PhysicalResourceId' --output text 2>/dev/null || true)
+  [ "$ours" = "$provider_arn" ] || create_provider=false
+fi
+
+say "1/4 the environment stack $env_stack (infra/environment.yaml; the first run takes 15 to 25 minutes)"
+aws cloudformation deploy --stack-name "$env_stack" --template-file infra/environment.yaml \
+  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+  --parameter-overrides \
+  "GitHubOwner=$owner" "GitHubRepo=$repo" "GitHubOwnerId=$GITHUB_OWNER_ID" "GitHubRepoId=$GITHUB_REPO_ID" \
+  "CreateGitHubOidcProvider=$create_provider" "BackendCount=${BACKEND_COUNT:-1}" \
+  "PrivateEgress=${PRIVATE_EGRESS:-nat}"
+
+output() {
+  aws cloudformation describe-stacks --stack-name "$env_stack" \
+    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
+}
+bucket=$(output ArtifactsBucketName)
+repository=$(output RepositoryName)
+tag_key=$(output BackendTagKey)
+tag_value=$(output BackendTagValue)
+frontend_tag=$(output FrontendTagValue)
+url=$(output Url)
+role_arn=$(output ReleaseRoleArn)
+
+say "2/4 the host bundle to s3://$bucket/host/bundle.tar.gz"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+curl -fsS "https://truststore.pki.rds.amazonaws.com/$AWS_REGION/$AWS_REGION-bundle.pem" -o "$work/rds-ca.pem" \
+  || die "could not fetch RDS's CA bundle for $AWS_REGION"
+# What git tracks, nothing else (no local settings, no build output).
+mapfile -t files < <(git ls-files api-container/deploy frontend/public frontend/nginx.conf infra/host)
+tar -czf "$work/bundle.tar.gz" -C "$work" rds-ca.pem -C "$PWD" "${files[@]}"
+aws s3 cp --only-show-errors "$work/bundle.tar.gz" "s3://$bucket/host/bundle.tar.gz"
+# A running front-end takes the new site and nginx settings now (a new host takes them at boot).
+# The $(...) and $b are the host's shell's, not this one's.
+# shellcheck disable=SC2016
+command_id=$(aws ssm send-command --document-name AWS-RunShellScript \
+  --targets "Key=tag:$tag_key,Values=$frontend_tag" \
+  --comment "latchkey: update the front-end from the host bundle" \
+  --parameters 'commands=["set -e","aws s3 cp s3://'"$bucket"'/host/bundle.tar.gz /root/latchkey-bundle.tar.gz","rm -rf /opt/latchkey.new && mkdir /opt/latchkey.new && tar -xzf /root/latchkey-bundle.tar.gz -C /opt/latchkey.new","rm -rf /opt/latchkey && mv /opt/latchkey.new /opt/latchkey","b=$(sed -n \"s/.*--backends \\([0-9.:,]*\\).*/\\1/p\" /etc/cron.d/latchkey-frontend)","/opt/latchkey/infra/host/bootstrap.sh frontend --backends \"$b\""]' \
+  --query Command.CommandId --output text 2>/dev/null || true)
+if [ -n "$command_id" ]; then
+  echo "front-end update sent (SSM command $command_id; a host still booting takes the bundle itself)"
+fi
+
+say "3/4 the SAM stack $app_stack (template.yaml) with the environment's outputs"
+lambda_tools=${LATCHKEY_LAMBDA_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/latchkey/lambda-tools}
+if ! command -v sam >/dev/null 2>&1; then
+  if [ ! -x "$lambda_tools/bin/sam" ]; then
+    python3 -m venv "$lambda_tools"
+    "$lambda_tools/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements/lambda-tools.txt
+  fi
+  export PATH="$lambda_tools/bin:$PATH"
+fi
+export SAM_CLI_TELEMETRY=0
+sam build
+sam deploy --stack-name "$app_stack" --region "$AWS_REGION" --no-confirm-changeset \
+  --no-fail-on-empty-changeset --capabilities CAPABILITY_IAM --resolve-s3 \
+  --parameter-overrides "RepositoryName=$repository" "BackendTagKey=$tag_key" "BackendTagValue=$tag_value"
+
+say "4/4 done"
+cat <<EOF
+The site and API: $url   (the first start of the hosts takes a few minutes more)
+
+GitHub, once (Settings > Secrets and variables > Actions > Variables), or with gh:
+  gh variable set AWS_ROLE_ARN   --repo $GITHUB_REPO --body $role_arn
+  gh variable set AWS_REGION     --repo $GITHUB_REPO --body $AWS_REGION
+  gh variable set ECR_REPOSITORY --repo $GITHUB_REPO --body $repository
+EOF
