@@ -189,6 +189,40 @@ pub async fn spawn_app_on(db: Arc<TestDatabase>, overrides: &[(&str, &str)]) -> 
     }
 }
 
+/// The hashing pool's slot taken by the test itself until [`HeldHashingSlot::release`].
+pub struct HeldHashingSlot {
+    release: std::sync::mpsc::Sender<()>,
+    job: tokio::task::JoinHandle<()>,
+}
+
+impl HeldHashingSlot {
+    /// Frees the slot and returns once the pool has it back.
+    pub async fn release(self) {
+        let _ = self.release.send(());
+        self.job.await.expect("the holding job ends");
+    }
+}
+
+impl TestApp {
+    /// Occupies one of the hashing pool's slots; returns once the slot is taken.
+    pub async fn hold_hashing_slot(&self) -> HeldHashingSlot {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let auth = Arc::clone(&self.auth);
+        let job = tokio::spawn(async move {
+            auth.hashing
+                .run(move || {
+                    let _ = started_tx.send(());
+                    let _ = released.recv();
+                })
+                .await
+                .expect("the hashing pool takes the holding job");
+        });
+        started.await.expect("the holding job starts");
+        HeldHashingSlot { release, job }
+    }
+}
+
 /// A response read whole, so tests can look at status, headers and body together.
 #[derive(Debug)]
 pub struct Reply {
@@ -351,4 +385,16 @@ pub fn claim(token: &str, name: &str) -> String {
         .unwrap()
         .claims;
     claims[name].as_str().unwrap().to_owned()
+}
+
+/// Asserts two `Set-Cookie` values say the same thing: the same name and value, the same
+/// attributes in any order (RFC 6265 gives their order no meaning).
+#[track_caller]
+pub fn assert_same_cookie(actual: &str, expected: &str) {
+    fn parts(cookie: &str) -> (String, std::collections::BTreeSet<String>) {
+        let mut parts = cookie.split(';').map(|part| part.trim().to_owned());
+        let pair = parts.next().unwrap_or_default();
+        (pair, parts.filter(|part| !part.is_empty()).collect())
+    }
+    assert_eq!(parts(actual), parts(expected), "{actual} vs {expected}");
 }
