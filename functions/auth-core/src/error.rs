@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
 
 /// Field name to the list of readable reasons it was rejected, for 422 answers.
 pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
@@ -49,6 +50,8 @@ pub enum Error {
     Overloaded { retry_after_secs: u64 },
     #[error("database unavailable: {0}")]
     Unavailable(BoxError),
+    #[error("the request took longer than HTTP_REQUEST_TIMEOUT_MS")]
+    Timeout,
     #[error("{variable}: {message}")]
     Config {
         variable: &'static str,
@@ -77,91 +80,193 @@ impl Error {
         }
     }
 
+    /// The machine code a client branches on; its status, title and detail come from
+    /// [`ErrorCode::row`].
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Error::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Error::Validation(_) => ErrorCode::ValidationFailed,
+            Error::EmailTaken => ErrorCode::EmailTaken,
+            Error::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Error::InvalidToken { .. } => ErrorCode::InvalidToken,
+            Error::WrongPassword => ErrorCode::WrongPassword,
+            Error::ForbiddenOrigin => ErrorCode::ForbiddenOrigin,
+            Error::NotFound => ErrorCode::NotFound,
+            Error::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Error::TooManyRequests { .. } => ErrorCode::TooManyRequests,
+            Error::Overloaded { .. } => ErrorCode::Overloaded,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Timeout => ErrorCode::Timeout,
+            Error::Config { .. } | Error::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
-        match self {
-            Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::EmailTaken => StatusCode::CONFLICT,
-            Error::InvalidCredentials | Error::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
-            Error::WrongPassword | Error::ForbiddenOrigin => StatusCode::FORBIDDEN,
-            Error::NotFound => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Config { .. } | Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().row().status
     }
 
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::InvalidRequest(_) => "invalid_request",
-            Error::UnsupportedMediaType => "unsupported_media_type",
-            Error::PayloadTooLarge => "payload_too_large",
-            Error::Validation(_) => "validation_failed",
-            Error::EmailTaken => "email_taken",
-            Error::InvalidCredentials => "invalid_credentials",
-            Error::InvalidToken { .. } => "invalid_token",
-            Error::WrongPassword => "wrong_password",
-            Error::ForbiddenOrigin => "forbidden_origin",
-            Error::NotFound => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
-            Error::TooManyRequests { .. } => "too_many_requests",
-            Error::Overloaded { .. } => "overloaded",
-            Error::Unavailable(_) => "unavailable",
-            Error::Config { .. } | Error::Internal { .. } => "internal",
-        }
-    }
-
-    fn title(&self) -> &'static str {
-        match self {
-            Error::InvalidRequest(_) => "Invalid request",
-            Error::UnsupportedMediaType => "Unsupported media type",
-            Error::PayloadTooLarge => "Payload too large",
-            Error::Validation(_) => "Validation failed",
-            Error::EmailTaken => "Email already registered",
-            Error::InvalidCredentials => "Invalid credentials",
-            Error::InvalidToken { .. } => "Invalid token",
-            Error::WrongPassword => "Wrong password",
-            Error::ForbiddenOrigin => "Forbidden origin",
-            Error::NotFound => "Not found",
-            Error::MethodNotAllowed => "Method not allowed",
-            Error::TooManyRequests { .. } => "Too many requests",
-            Error::Overloaded { .. } => "Overloaded",
-            Error::Unavailable(_) => "Service unavailable",
-            Error::Config { .. } | Error::Internal { .. } => "Internal server error",
-        }
-    }
-
+    /// The row's detail, except where the error itself says more precisely what was wrong.
     fn detail(&self) -> &'static str {
         match self {
             Error::InvalidRequest(detail) => detail,
-            Error::UnsupportedMediaType => {
-                "Send the body as JSON with 'Content-Type: application/json'."
-            }
-            Error::PayloadTooLarge => "The request body is larger than 16 KiB.",
-            Error::Validation(_) => "Some fields were rejected; see 'errors'.",
-            Error::EmailTaken => "An account with this email already exists.",
-            Error::InvalidCredentials => "The email or password is incorrect.",
             Error::InvalidToken {
                 presented: false, ..
             } => "This request needs a valid token.",
-            Error::InvalidToken { .. } => "The token is missing, malformed, expired or revoked.",
-            Error::WrongPassword => "The password is incorrect.",
-            Error::ForbiddenOrigin => "This origin may not use the refresh cookie.",
-            Error::NotFound => "There is nothing here.",
-            Error::MethodNotAllowed => "This method is not allowed on this resource.",
-            Error::TooManyRequests { .. } => {
-                "Too many attempts; retry after the number of seconds in Retry-After."
+            other => other.code().row().detail,
+        }
+    }
+
+    /// Seconds for `Retry-After`: the contract promises it on every 429, `overloaded` and
+    /// `timeout`; an outage heals on its own time, so `unavailable` says nothing.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::TooManyRequests { retry_after_secs }
+            | Error::Overloaded { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            Error::Timeout => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// Every `code` of the contract (`docs/api.md`), in its order. The OpenAPI document's enum is
+/// derived from this type, so the two cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ProblemCode)]
+pub enum ErrorCode {
+    InvalidRequest,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    ValidationFailed,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    WrongPassword,
+    ForbiddenOrigin,
+    NotFound,
+    MethodNotAllowed,
+    TooManyRequests,
+    Overloaded,
+    Unavailable,
+    Timeout,
+    Internal,
+}
+
+/// What a client is told for one code.
+pub struct ErrorRow {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: &'static str,
+}
+
+const fn row(status: StatusCode, title: &'static str, detail: &'static str) -> ErrorRow {
+    ErrorRow {
+        status,
+        title,
+        detail,
+    }
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::ValidationFailed,
+        ErrorCode::EmailTaken,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::InvalidToken,
+        ErrorCode::WrongPassword,
+        ErrorCode::ForbiddenOrigin,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Overloaded,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    /// The one table of the error contract: status, title and detail per code.
+    pub const fn row(self) -> ErrorRow {
+        use StatusCode as S;
+        match self {
+            ErrorCode::InvalidRequest => row(
+                S::BAD_REQUEST,
+                "Invalid request",
+                "The request body is not valid JSON.",
+            ),
+            ErrorCode::UnsupportedMediaType => row(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "Send the body as JSON with 'Content-Type: application/json'.",
+            ),
+            ErrorCode::PayloadTooLarge => row(
+                S::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                "The request body is larger than 16 KiB.",
+            ),
+            ErrorCode::ValidationFailed => row(
+                S::UNPROCESSABLE_ENTITY,
+                "Validation failed",
+                "Some fields were rejected; see 'errors'.",
+            ),
+            ErrorCode::EmailTaken => row(
+                S::CONFLICT,
+                "Email already registered",
+                "An account with this email already exists.",
+            ),
+            ErrorCode::InvalidCredentials => row(
+                S::UNAUTHORIZED,
+                "Invalid credentials",
+                "The email or password is incorrect.",
+            ),
+            ErrorCode::InvalidToken => row(
+                S::UNAUTHORIZED,
+                "Invalid token",
+                "The token is missing, malformed, expired or revoked.",
+            ),
+            ErrorCode::WrongPassword => {
+                row(S::FORBIDDEN, "Wrong password", "The password is incorrect.")
             }
-            Error::Overloaded { .. } => {
-                "The service is busy; retry after the number of seconds in Retry-After."
-            }
-            Error::Unavailable(_) => "The service cannot reach its database; try again shortly.",
-            Error::Config { .. } | Error::Internal { .. } => {
-                "Something went wrong on our side; quote the request id when reporting it."
-            }
+            ErrorCode::ForbiddenOrigin => row(
+                S::FORBIDDEN,
+                "Forbidden origin",
+                "This origin may not use the refresh cookie.",
+            ),
+            ErrorCode::NotFound => row(S::NOT_FOUND, "Not found", "There is nothing here."),
+            ErrorCode::MethodNotAllowed => row(
+                S::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "This method is not allowed on this resource.",
+            ),
+            ErrorCode::TooManyRequests => row(
+                S::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "Too many attempts; retry after the number of seconds in Retry-After.",
+            ),
+            ErrorCode::Overloaded => row(
+                S::SERVICE_UNAVAILABLE,
+                "Overloaded",
+                "The service is busy; retry after the number of seconds in Retry-After.",
+            ),
+            ErrorCode::Unavailable => row(
+                S::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "The service cannot reach its database; try again shortly.",
+            ),
+            ErrorCode::Timeout => row(
+                S::SERVICE_UNAVAILABLE,
+                "Timeout",
+                "The request took too long and was abandoned; retry after the number of seconds in Retry-After.",
+            ),
+            ErrorCode::Internal => row(
+                S::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+                "Something went wrong on our side; quote the request id when reporting it.",
+            ),
         }
     }
 }
@@ -170,28 +275,40 @@ impl Error {
 #[derive(Clone, Debug)]
 pub struct ErrorCause(pub String);
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem document, the body of every error.
+#[derive(Serialize, ToSchema, ToResponse)]
+#[response(
+    description = "A problem document; branch on `code`",
+    content_type = "application/problem+json"
+)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'static str,
-    status: u16,
-    code: &'static str,
-    detail: &'static str,
+    #[schema(example = "about:blank")]
+    pub kind: &'static str,
+    #[schema(example = "Invalid token")]
+    pub title: &'static str,
+    #[schema(example = 401)]
+    pub status: u16,
+    /// The machine-readable reason.
+    pub code: ErrorCode,
+    pub detail: &'static str,
+    /// For 422: the field names with the reasons each was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a FieldErrors>,
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>)]
+    pub errors: Option<&'a FieldErrors>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let code = self.code();
+        let row = code.row();
         let problem = Problem {
             kind: "about:blank",
-            title: self.title(),
-            status: status.as_u16(),
-            code: self.code(),
+            title: row.title,
+            status: row.status.as_u16(),
+            code,
             detail: self.detail(),
             errors: match &self {
                 Error::Validation(errors) => Some(errors),
@@ -199,7 +316,7 @@ impl IntoResponse for Error {
             },
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (status, body).into_response();
+        let mut response = (row.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
@@ -217,16 +334,12 @@ impl IntoResponse for Error {
             | Error::InvalidCredentials => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Error::TooManyRequests { retry_after_secs }
-            | Error::Overloaded { retry_after_secs } => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from((*retry_after_secs).max(1)),
-                );
-            }
             _ => {}
         }
-        if status.is_server_error() {
+        if let Some(seconds) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if row.status.is_server_error() {
             response
                 .extensions_mut()
                 .insert(ErrorCause(cause_chain(&self)));
@@ -269,7 +382,8 @@ impl From<deadpool_postgres::PoolError> for Error {
 }
 
 /// Whether a database error means "the database cannot serve us right now" (503, retry later)
-/// rather than a bug or a misconfiguration (500, or a fatal start-up error).
+/// rather than a bug or a misconfiguration (500, or a fatal start-up error). Decided by the
+/// error's kind and SQLSTATE, never by its text.
 fn is_outage(error: &tokio_postgres::Error) -> bool {
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
@@ -281,6 +395,8 @@ fn is_outage(error: &tokio_postgres::Error) -> bool {
             || code.starts_with("57P0")
             || matches!(code, "57014" | "55P03" | "25006");
     }
+    // The connection is gone, or the socket failed (refused, reset, timed out: tokio-postgres
+    // reports a connect timeout as an I/O error of kind TimedOut).
     if error.is_closed() {
         return true;
     }
@@ -291,7 +407,7 @@ fn is_outage(error: &tokio_postgres::Error) -> bool {
         }
         source = cause.source();
     }
-    error.to_string().contains("timeout")
+    false
 }
 
 impl From<tokio_postgres::Error> for Error {
@@ -310,5 +426,114 @@ impl From<tokio_postgres::Error> for Error {
             None => cause_chain(&error),
         };
         Error::internal("database", described)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's table (docs/api.md), written out again on purpose: a change to the code's
+    /// table must be a change to the contract too.
+    const CONTRACT: [(&str, u16); 16] = [
+        ("invalid_request", 400),
+        ("unsupported_media_type", 415),
+        ("payload_too_large", 413),
+        ("validation_failed", 422),
+        ("email_taken", 409),
+        ("invalid_credentials", 401),
+        ("invalid_token", 401),
+        ("wrong_password", 403),
+        ("forbidden_origin", 403),
+        ("not_found", 404),
+        ("method_not_allowed", 405),
+        ("too_many_requests", 429),
+        ("overloaded", 503),
+        ("unavailable", 503),
+        ("timeout", 503),
+        ("internal", 500),
+    ];
+
+    fn one_error_of_each_code() -> Vec<Error> {
+        vec![
+            Error::InvalidRequest("The request body is not valid JSON."),
+            Error::UnsupportedMediaType,
+            Error::PayloadTooLarge,
+            Error::Validation(FieldErrors::from([("email", vec!["bad".to_owned()])])),
+            Error::EmailTaken,
+            Error::InvalidCredentials,
+            Error::token("expired"),
+            Error::WrongPassword,
+            Error::ForbiddenOrigin,
+            Error::NotFound,
+            Error::MethodNotAllowed,
+            Error::TooManyRequests {
+                retry_after_secs: 7,
+            },
+            Error::Overloaded {
+                retry_after_secs: 0,
+            },
+            Error::Unavailable("connection refused by 10.0.0.5".into()),
+            Error::Timeout,
+            Error::internal("database", "duplicate key value violates users_pkey"),
+        ]
+    }
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_code_answers_as_the_contract_says() {
+        let errors = one_error_of_each_code();
+        assert_eq!(errors.len(), ErrorCode::ALL.len());
+        for ((error, (code, status)), listed) in
+            errors.into_iter().zip(CONTRACT).zip(ErrorCode::ALL)
+        {
+            assert_eq!(error.code(), listed, "{code}");
+            let cause = cause_chain(&error);
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            let headers = response.headers().clone();
+            assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON, "{code}");
+            let retry_after = headers.get(header::RETRY_AFTER);
+            match code {
+                "too_many_requests" => assert_eq!(retry_after.unwrap(), "7"),
+                "overloaded" | "timeout" => assert_eq!(retry_after.unwrap(), "1"),
+                _ => assert!(retry_after.is_none(), "{code}"),
+            }
+            assert_eq!(
+                headers.contains_key(header::WWW_AUTHENTICATE),
+                status == 401,
+                "{code}"
+            );
+            let logged = response.extensions().get::<ErrorCause>().cloned();
+            assert_eq!(logged.is_some(), status >= 500, "{code}");
+            let body = body_of(response).await;
+            assert_eq!(body["code"], code);
+            assert_eq!(body["status"], status);
+            assert_eq!(body["type"], "about:blank");
+            assert!(!body["title"].as_str().unwrap().is_empty());
+            // Causes go to the log, never to the client.
+            let text = body.to_string();
+            assert!(
+                !text.contains("10.0.0.5") && !text.contains("users_pkey"),
+                "{text}"
+            );
+            if status >= 500 {
+                assert!(!cause.is_empty());
+            }
+            assert_eq!(body.get("errors").is_some(), status == 422, "{code}");
+        }
+    }
+
+    #[test]
+    fn the_codes_serialise_as_the_contract_spells_them() {
+        for (code, (spelled, _)) in ErrorCode::ALL.into_iter().zip(CONTRACT) {
+            assert_eq!(serde_json::to_value(code).unwrap(), spelled);
+        }
     }
 }

@@ -2,53 +2,10 @@
 //! `openapi.json`; a test fails when the two differ (`make openapi` rewrites the copy).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::http;
-use crate::service::{EventView, Grant, SessionView, UserView};
-
-/// An RFC 9457 problem document, the body of every error.
-#[derive(ToSchema, ToResponse)]
-#[response(
-    description = "A problem document; branch on `code`",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // Describes the JSON that `error::Error` writes; never built as a value.
-pub struct Problem {
-    #[schema(rename = "type", example = "about:blank")]
-    kind: String,
-    #[schema(example = "Invalid token")]
-    title: String,
-    #[schema(example = 401)]
-    status: u16,
-    /// The machine-readable reason.
-    #[schema(value_type = String, example = "invalid_token")]
-    code: ProblemCode,
-    detail: String,
-    /// For 422: the field names with the reasons each was rejected.
-    errors: Option<std::collections::BTreeMap<String, Vec<String>>>,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum ProblemCode {
-    InvalidRequest,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    ValidationFailed,
-    EmailTaken,
-    InvalidCredentials,
-    InvalidToken,
-    WrongPassword,
-    ForbiddenOrigin,
-    NotFound,
-    MethodNotAllowed,
-    TooManyRequests,
-    Overloaded,
-    Unavailable,
-    Internal,
-}
+use crate::error::{ErrorCode, Problem};
+use crate::http::{self, EventList, EventView, SessionList, SessionView, TokenResponse, UserView};
 
 struct BearerAuth;
 
@@ -75,15 +32,16 @@ impl Modify for BearerAuth {
         license(name = "Apache-2.0")
     ),
     paths(
-        http::register, http::login, http::refresh, http::logout,
-        http::me, http::change_password, http::delete_account, http::events,
-        http::sessions, http::revoke_session, http::revoke_other_sessions,
-        http::jwks, http::openapi, http::healthz, http::readyz, http::metrics,
+        http::auth::register, http::auth::login, http::auth::refresh, http::auth::logout,
+        http::account::me, http::account::change_password, http::account::delete_account,
+        http::account::events, http::sessions::sessions, http::sessions::revoke_session,
+        http::sessions::revoke_other_sessions, http::ops::jwks, http::ops::openapi,
+        http::ops::healthz, http::ops::readyz, http::ops::metrics,
     ),
     components(
-        schemas(Grant, UserView, SessionView, EventView, Problem, ProblemCode,
-            http::Credentials, http::RefreshBody, http::LogoutBody, http::ChangePassword, http::DeleteAccount,
-            http::SessionList, http::EventList),
+        schemas(TokenResponse, UserView, SessionView, EventView, Problem, ErrorCode,
+            http::auth::Credentials, http::auth::RefreshBody, http::auth::LogoutBody,
+            http::account::ChangePassword, http::account::DeleteAccount, SessionList, EventList),
         responses(Problem),
     ),
     modifiers(&BearerAuth),
@@ -143,18 +101,14 @@ mod tests {
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }
-        let codes = &value["components"]["schemas"]["ProblemCode"]["enum"];
-        for code in [
-            "invalid_request",
-            "validation_failed",
-            "too_many_requests",
-            "overloaded",
-            "unavailable",
-        ] {
-            assert!(
-                codes.as_array().unwrap().iter().any(|c| c == code),
-                "{code}"
-            );
+        let codes = value["components"]["schemas"]["ProblemCode"]["enum"]
+            .as_array()
+            .unwrap()
+            .clone();
+        for code in ErrorCode::ALL {
+            let spelled = serde_json::to_value(code).unwrap();
+            assert!(codes.contains(&spelled), "{spelled} is not documented");
         }
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
     }
 }
