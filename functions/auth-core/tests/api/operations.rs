@@ -167,7 +167,7 @@ async fn no_password_token_or_private_key_is_stored_in_clear() {
         .query_one("SELECT kid, private_key FROM signing_keys", &[])
         .await
         .unwrap();
-    let private_key = auth_core::token::open(&kek, key_row.get(0), key_row.get(1)).unwrap();
+    let private_key = auth_core::seal::open(&kek, key_row.get(0), key_row.get(1)).unwrap();
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut secrets = vec![
         STRONG_PASSWORD.to_owned(),
