@@ -1,0 +1,90 @@
+//! The security events shown to an account's owner.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Security event types, as stored and as shown to the account's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Registered,
+    LoginSucceeded,
+    LoginFailed,
+    RefreshedReuseDetected,
+    LoggedOut,
+    SessionRevoked,
+    PasswordChanged,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Registered => "registered",
+            EventType::LoginSucceeded => "login_succeeded",
+            EventType::LoginFailed => "login_failed",
+            EventType::RefreshedReuseDetected => "refreshed_reuse_detected",
+            EventType::LoggedOut => "logged_out",
+            EventType::SessionRevoked => "session_revoked",
+            EventType::PasswordChanged => "password_changed",
+        }
+    }
+}
+
+/// Events kept per account; the API shows the newest 50.
+const EVENTS_KEPT_PER_USER: i64 = 200;
+
+pub async fn record_event(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    event: EventType,
+    at: OffsetDateTime,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO security_events (id, user_id, type, at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&Uuid::now_v7(), &user_id, &event.as_str(), &at, &ip, &user_agent],
+    )
+    .await?;
+    // Keep each account's history bounded without a cleanup job.
+    db.execute(
+        "DELETE FROM security_events WHERE user_id = $1 AND id IN \
+         (SELECT id FROM security_events WHERE user_id = $1 ORDER BY at DESC, id DESC OFFSET $2)",
+        &[&user_id, &EVENTS_KEPT_PER_USER],
+    )
+    .await?;
+    Ok(())
+}
+
+pub struct EventRow {
+    pub kind: String,
+    pub at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn recent_events(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<EventRow>, Error> {
+    let rows = db
+        .query(
+            "SELECT type, at, ip, user_agent FROM security_events WHERE user_id = $1 \
+             ORDER BY at DESC, id DESC LIMIT $2",
+            &[&user_id, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRow {
+                kind: row.try_get(0)?,
+                at: row.try_get(1)?,
+                ip: row.try_get(2)?,
+                user_agent: row.try_get(3)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,51 @@
+//! Every SQL statement of the service, and nothing else: parameterised queries only, no calls
+//! back into service or token code. One file per group of tables.
+
+/// The columns of [`UserRow`] for a `users` table aliased `u`, read back by `users::user_from`.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.email, u.password_hash, u.created_at"
+    };
+}
+
+/// The one definition of a live session, for a `sessions` table aliased `s`: not revoked, not
+/// past its absolute end, and used within the idle limit. `$now` and `$idle_since` name the
+/// statement's parameters holding the current time and the current time less the idle limit.
+macro_rules! session_is_live {
+    ($now:literal, $idle_since:literal) => {
+        concat!(
+            "(s.revoked_at IS NULL AND s.expires_at > ",
+            $now,
+            " AND s.last_used_at > ",
+            $idle_since,
+            ")"
+        )
+    };
+}
+
+mod events;
+mod keys;
+mod limits;
+mod sessions;
+mod users;
+
+pub use events::{EventRow, EventType, recent_events, record_event};
+pub use keys::{
+    KeyScheduleEntry, applied_migration_version, insert_key, insert_secret_if_absent, key_schedule,
+    load_keys, lock_key_schedule, read_secret,
+};
+pub use limits::{charge_login_attempt, clear_login_failures, prune_expired, take_rate_limit};
+pub use sessions::{
+    NewSession, RotatedSession, Rotation, SessionRow, live_sessions, revoke_other_sessions,
+    revoke_session, revoke_user_session, rotate_refresh_token, session_for_refresh_token,
+    session_is_alive, start_session,
+};
+pub use users::{
+    UserRow, delete_user, find_user, find_user_by_email, insert_user, replace_password_hash,
+    set_password_hash,
+};
+
+/// Durations travel as seconds for `make_interval`: tokio-postgres has no `interval` mapping.
+fn to_interval(duration: time::Duration) -> f64 {
+    duration.as_seconds_f64()
+}

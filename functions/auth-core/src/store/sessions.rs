@@ -1,0 +1,257 @@
+//! Sessions and their refresh tokens.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::users::{UserRow, user_from};
+use crate::error::Error;
+
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub now: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Stores a new session with its first refresh token (only the token's hash).
+pub async fn start_session(
+    db: &impl GenericClient,
+    session: &NewSession<'_>,
+    refresh_token_hash: &[u8; 32],
+) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6)",
+        &[
+            &session.id,
+            &session.user_id,
+            &session.now,
+            &session.expires_at,
+            &session.ip,
+            &session.user_agent,
+        ],
+    )
+    .await?;
+    insert_refresh_token(db, refresh_token_hash, session.id, session.now).await
+}
+
+async fn insert_refresh_token(
+    db: &impl GenericClient,
+    token_hash: &[u8; 32],
+    session_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    db.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        &[&token_hash.as_slice(), &session_id, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A session that a refresh may continue, with its account.
+pub struct RotatedSession {
+    pub session_id: Uuid,
+    pub expires_at: OffsetDateTime,
+    pub user: UserRow,
+}
+
+/// What presenting a refresh token did.
+pub enum Rotation {
+    /// The token was current: it is now used, its successor stored, the session touched.
+    Rotated(RotatedSession),
+    /// The token was used within the grace window: the successor stored then still stands.
+    Repeated(RotatedSession),
+    /// The token was used before the grace window: the whole session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// An unknown token, or one whose session is over.
+    Refused(&'static str),
+}
+
+/// Rotates a refresh token inside the caller's transaction. The token's row and its session's
+/// row stay locked until the transaction ends, so concurrent refreshes of one token queue here:
+/// exactly one rotates and the others see its result.
+pub async fn rotate_refresh_token(
+    db: &impl GenericClient,
+    presented_hash: &[u8; 32],
+    successor_hash: &[u8; 32],
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+    reuse_grace: time::Duration,
+) -> Result<Rotation, Error> {
+    let row = db
+        .query_opt(
+            concat!(
+                "SELECT rt.used_at, ",
+                session_is_live!("$2", "$3"),
+                " AS live, s.id, s.expires_at, ",
+                user_columns!(),
+                " FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
+                 JOIN users u ON u.id = s.user_id \
+                 WHERE rt.token_hash = $1 FOR UPDATE OF rt, s"
+            ),
+            &[&presented_hash.as_slice(), &now, &(now - idle_limit)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Rotation::Refused("unknown refresh token"));
+    };
+    let used_at: Option<OffsetDateTime> = row.try_get(0)?;
+    let live: bool = row.try_get(1)?;
+    let session = RotatedSession {
+        session_id: row.try_get(2)?,
+        expires_at: row.try_get(3)?,
+        user: user_from(&row, 4)?,
+    };
+    if !live {
+        return Ok(Rotation::Refused("session ended"));
+    }
+    match used_at {
+        None => {
+            db.execute(
+                "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
+                &[&presented_hash.as_slice(), &now],
+            )
+            .await?;
+            insert_refresh_token(db, successor_hash, session.session_id, now).await?;
+            db.execute(
+                "UPDATE sessions SET last_used_at = $2 WHERE id = $1",
+                &[&session.session_id, &now],
+            )
+            .await?;
+            Ok(Rotation::Rotated(session))
+        }
+        Some(used_at) if now - used_at <= reuse_grace => Ok(Rotation::Repeated(session)),
+        Some(_) => {
+            revoke_session(db, session.session_id, now).await?;
+            Ok(Rotation::Reused {
+                session_id: session.session_id,
+                user_id: session.user.id,
+            })
+        }
+    }
+}
+
+pub async fn session_for_refresh_token(
+    db: &impl GenericClient,
+    token_hash: &[u8; 32],
+) -> Result<Option<Uuid>, Error> {
+    let row = db
+        .query_opt(
+            "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
+            &[&token_hash.as_slice()],
+        )
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// Ends a session; returns its user when a live one was ended.
+pub async fn revoke_session(
+    db: &impl GenericClient,
+    session_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<Uuid>, Error> {
+    let row = db
+        .query_opt(
+            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
+            &[&session_id, &now],
+        )
+        .await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// Whether the session behind an access token is still alive.
+pub async fn session_is_alive(
+    db: &impl GenericClient,
+    session_id: Uuid,
+    user_id: Uuid,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<bool, Error> {
+    let row = db
+        .query_opt(
+            concat!(
+                "SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = $2 AND ",
+                session_is_live!("$3", "$4")
+            ),
+            &[&session_id, &user_id, &now, &(now - idle_limit)],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+pub struct SessionRow {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The user's live sessions, newest first.
+pub async fn live_sessions(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<Vec<SessionRow>, Error> {
+    let rows = db
+        .query(
+            concat!(
+                "SELECT s.id, s.created_at, s.last_used_at, s.expires_at, s.ip, s.user_agent \
+                 FROM sessions s WHERE s.user_id = $1 AND ",
+                session_is_live!("$2", "$3"),
+                " ORDER BY s.created_at DESC, s.id DESC"
+            ),
+            &[&user_id, &now, &(now - idle_limit)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SessionRow {
+                id: row.try_get(0)?,
+                created_at: row.try_get(1)?,
+                last_used_at: row.try_get(2)?,
+                expires_at: row.try_get(3)?,
+                ip: row.try_get(4)?,
+                user_agent: row.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes one of the user's live sessions; false when it is not theirs or not live.
+pub async fn revoke_user_session(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<bool, Error> {
+    let changed = db
+        .execute(
+            "UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL \
+             AND expires_at > $3",
+            &[&user_id, &session_id, &now],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Revokes every live session of the user but `keep`; returns how many ended.
+pub async fn revoke_other_sessions(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    keep: Uuid,
+    now: OffsetDateTime,
+) -> Result<u64, Error> {
+    Ok(db
+        .execute(
+            "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+            &[&user_id, &keep, &now],
+        )
+        .await?)
+}

@@ -1,0 +1,106 @@
+//! Accounts.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Reads the columns of `user_columns!` starting at column `first`.
+pub(super) fn user_from(row: &tokio_postgres::Row, first: usize) -> Result<UserRow, Error> {
+    Ok(UserRow {
+        id: row.try_get(first)?,
+        email: row.try_get(first + 1)?,
+        password_hash: row.try_get(first + 2)?,
+        created_at: row.try_get(first + 3)?,
+    })
+}
+
+pub async fn insert_user(db: &impl GenericClient, user: &UserRow) -> Result<(), Error> {
+    let result = db
+        .execute(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+            &[&user.id, &user.email, &user.password_hash, &user.created_at],
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                && e.as_db_error().and_then(|db| db.constraint()) == Some("users_email_key") =>
+        {
+            Err(Error::EmailTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn find_user_by_email(
+    db: &impl GenericClient,
+    email: &str,
+) -> Result<Option<UserRow>, Error> {
+    let row = db
+        .query_opt(
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users u WHERE u.email = $1"
+            ),
+            &[&email],
+        )
+        .await?;
+    row.as_ref().map(|row| user_from(row, 0)).transpose()
+}
+
+pub async fn find_user(db: &impl GenericClient, id: Uuid) -> Result<Option<UserRow>, Error> {
+    let row = db
+        .query_opt(
+            concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"),
+            &[&id],
+        )
+        .await?;
+    row.as_ref().map(|row| user_from(row, 0)).transpose()
+}
+
+/// Replaces a hash only if it is still the one that was verified, so a concurrent password change
+/// is never overwritten by a transparent re-hash.
+pub async fn replace_password_hash(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<(), Error> {
+    db.execute(
+        "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+        &[&user_id, &old_hash, &new_hash],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn set_password_hash(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    hash: &str,
+) -> Result<(), Error> {
+    db.execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        &[&user_id, &hash],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_user(db: &impl GenericClient, user_id: Uuid) -> Result<(), Error> {
+    db.execute("DELETE FROM users WHERE id = $1", &[&user_id])
+        .await?;
+    Ok(())
+}
