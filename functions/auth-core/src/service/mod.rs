@@ -1,0 +1,197 @@
+//! The use cases: register, login, refresh, logout, the account, its sessions, the keys. No HTTP
+//! types here. A use case holds at most one pooled connection at a time, opens at most one
+//! transaction, and gives the connection back before slow work (hashing, signing).
+
+mod account;
+mod keys;
+mod limits;
+mod sessions;
+mod sign_in;
+mod tokens;
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::hashing::HashingPool;
+use crate::password;
+use crate::store::{self, UserRow};
+
+pub use keys::{SigningKeys, plan_new_keys};
+
+const REFRESH_SECRET_NAME: &str = "refresh_successor_v1";
+const DUMMY_PASSWORD: &str = "latchkey dummy password for unknown emails";
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Where a request came from, recorded with sessions and events.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+        ClientInfo {
+            ip,
+            user_agent: user_agent.map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        }
+    }
+}
+
+/// An account as its owner may see it.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl From<UserRow> for Account {
+    fn from(user: UserRow) -> Self {
+        Account {
+            id: user.id,
+            email: user.email,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// One of the account's live sessions.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    /// The session's absolute end; the idle limit can end it sooner.
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session making the request.
+    pub current: bool,
+}
+
+/// One entry of the account's security history.
+#[derive(Clone, Debug)]
+pub struct SecurityEvent {
+    pub kind: String,
+    pub at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What register, login and refresh hand out.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// Seconds until the session's absolute end.
+    pub refresh_expires_in: u64,
+    pub account: Account,
+}
+
+pub struct Auth {
+    pub config: Config,
+    pub pool: Pool,
+    pub hashing: HashingPool,
+    pub metrics: crate::metrics::Metrics,
+    pub keys: SigningKeys,
+    refresh_secret: Vec<u8>,
+    dummy_hash: String,
+}
+
+fn to_time(duration: Duration) -> time::Duration {
+    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
+}
+
+/// PostgreSQL keeps microseconds; truncating first makes a time read back equal the one returned.
+fn to_stored_precision(time: OffsetDateTime) -> OffsetDateTime {
+    time.replace_nanosecond(time.nanosecond() / 1000 * 1000)
+        .unwrap_or(time)
+}
+
+fn whole_seconds(duration: time::Duration) -> u64 {
+    u64::try_from(duration.whole_seconds()).unwrap_or(0)
+}
+
+/// Records a security event with where the request came from.
+async fn record_event(
+    db: &impl deadpool_postgres::GenericClient,
+    user_id: Uuid,
+    event: store::EventType,
+    client: &ClientInfo,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    store::record_event(
+        db,
+        user_id,
+        event,
+        now,
+        client.ip.as_deref(),
+        client.user_agent.as_deref(),
+    )
+    .await
+}
+
+impl Auth {
+    /// Connects, migrates, and makes sure the shared keys and secrets exist. Fails fast when the
+    /// database is unreachable; the caller decides whether to retry.
+    pub async fn init(config: Config) -> Result<Self, Error> {
+        let pool = crate::db::create_pool(&config)?;
+        crate::db::migrate(&config).await?;
+        let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue)?;
+        let refresh_secret = shared_secret(&pool, &config, REFRESH_SECRET_NAME).await?;
+        let iterations = config.pbkdf2_iterations;
+        let dummy_hash = hashing
+            .run(move || password::hash_password(DUMMY_PASSWORD, iterations))
+            .await??;
+        let keys = SigningKeys::new(&config);
+        keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
+        Ok(Auth {
+            config,
+            pool,
+            hashing,
+            metrics: crate::metrics::Metrics::default(),
+            keys,
+            refresh_secret,
+            dummy_hash,
+        })
+    }
+
+    pub async fn jwks(&self, now: OffsetDateTime) -> Result<serde_json::Value, Error> {
+        let ring = self.keys.fresh_ring(&self.pool, now).await?;
+        Ok(ring.jwks(now, self.config.access_ttl))
+    }
+
+    /// Ready when the database answers and has every migration this binary ships.
+    pub async fn ready(&self) -> bool {
+        let Ok(db) = self.pool.get().await else {
+            return false;
+        };
+        matches!(store::applied_migration_version(&db).await, Ok(Some(version)) if version >= crate::db::latest_migration_version())
+    }
+}
+
+/// The named secret every instance shares, created (sealed when a key-encryption key is set) by
+/// whichever instance needs it first.
+async fn shared_secret(pool: &Pool, config: &Config, name: &str) -> Result<Vec<u8>, Error> {
+    let kek = config.key_encryption_key;
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh)
+        .map_err(|e| Error::internal("no randomness for a secret", e.to_string()))?;
+    let (stored, encrypted) = crate::seal::protect(kek.as_ref(), name, &fresh)?;
+    let db = pool.get().await?;
+    store::insert_secret_if_absent(&db, name, &stored, encrypted, OffsetDateTime::now_utc())
+        .await?;
+    let (stored, encrypted) = store::read_secret(&db, name)
+        .await?
+        .ok_or_else(|| Error::internal("reading a shared secret", "it was not stored"))?;
+    drop(db);
+    crate::seal::unprotect(kek.as_ref(), name, stored, encrypted)
+}

@@ -1,0 +1,240 @@
+//! Registration and login: both end in a new session and its first tokens.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Account, Auth, ClientInfo, SignedIn, record_event, to_stored_precision, to_time, whole_seconds,
+};
+use crate::error::Error;
+use crate::password::{self, Verification};
+use crate::store::{self, NewSession, UserRow};
+use crate::token::{self, AccessTokenSettings, TokenSubject};
+
+/// A session just stored, whose tokens are not signed yet.
+pub(super) struct StartedSession {
+    pub session_id: Uuid,
+    pub expires_at: OffsetDateTime,
+    pub refresh_token: String,
+}
+
+impl Auth {
+    pub(super) fn token_settings(&self) -> AccessTokenSettings<'_> {
+        AccessTokenSettings {
+            alg: self.config.signing_alg,
+            issuer: &self.config.issuer,
+            audience: &self.config.audience,
+            ttl: self.config.access_ttl,
+        }
+    }
+
+    /// Stores a new session for `user_id` with its first refresh token and the event, inside the
+    /// caller's transaction.
+    async fn start_session(
+        &self,
+        tx: &impl deadpool_postgres::GenericClient,
+        user_id: Uuid,
+        event: store::EventType,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<StartedSession, Error> {
+        let started = StartedSession {
+            session_id: Uuid::now_v7(),
+            expires_at: now + to_time(self.config.session_ttl),
+            refresh_token: token::new_refresh_token()?,
+        };
+        let session = NewSession {
+            id: started.session_id,
+            user_id,
+            now,
+            expires_at: started.expires_at,
+            ip: client.ip.as_deref(),
+            user_agent: client.user_agent.as_deref(),
+        };
+        store::start_session(
+            tx,
+            &session,
+            &token::refresh_token_hash(&started.refresh_token),
+        )
+        .await?;
+        record_event(tx, user_id, event, client, now).await?;
+        Ok(started)
+    }
+
+    /// Signs the access token for a session. Called with no connection held: the key ring's
+    /// reload takes one.
+    pub(super) async fn sign_in(
+        &self,
+        account: Account,
+        session_id: Uuid,
+        session_expires_at: OffsetDateTime,
+        refresh_token: String,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        let ring = self.keys.fresh_ring(&self.pool, now).await?;
+        let access_token = token::issue_access_token(
+            &ring,
+            &self.token_settings(),
+            TokenSubject {
+                user_id: account.id,
+                session_id,
+            },
+            now,
+        )?;
+        Ok(SignedIn {
+            access_token,
+            expires_in: self.config.access_ttl.as_secs(),
+            refresh_token,
+            refresh_expires_in: whole_seconds(session_expires_at - now),
+            account,
+        })
+    }
+
+    pub async fn register(
+        &self,
+        raw_email: &str,
+        raw_password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        self.limit_per_ip(
+            "register",
+            client,
+            self.config.ip_registrations_per_hour,
+            time::Duration::HOUR,
+            now,
+        )
+        .await?;
+        // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
+        // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
+        let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
+        let (min_score, iterations) = (
+            self.config.password_min_score,
+            self.config.pbkdf2_iterations,
+        );
+        let (email, password_hash) = self
+            .hashing
+            .run(move || {
+                let (email, password) =
+                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
+                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
+            })
+            .await??;
+        let user = UserRow {
+            id: Uuid::now_v7(),
+            email,
+            password_hash,
+            created_at: to_stored_precision(now),
+        };
+        let started = {
+            let mut db = self.pool.get().await?;
+            let tx = db.transaction().await?;
+            store::insert_user(&tx, &user).await?;
+            let started = self
+                .start_session(&tx, user.id, store::EventType::Registered, client, now)
+                .await?;
+            tx.commit().await?;
+            started
+        };
+        self.sign_in(
+            user.into(),
+            started.session_id,
+            started.expires_at,
+            started.refresh_token,
+            now,
+        )
+        .await
+    }
+
+    pub async fn login(
+        &self,
+        raw_email: &str,
+        raw_password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        self.limit_per_ip(
+            "login",
+            client,
+            self.config.ip_logins_per_minute,
+            time::Duration::MINUTE,
+            now,
+        )
+        .await?;
+        let email = password::normalise_email(raw_email).ok();
+        let email_hash = self.charge_login_attempt(email.as_deref(), now).await?;
+        // No account can have a password past the length rule; refuse without hashing 16 KiB.
+        let password =
+            password::password_as_typed(raw_password).ok_or(Error::InvalidCredentials)?;
+        let user = match &email {
+            Some(email) => store::find_user_by_email(&self.pool.get().await?, email).await?,
+            None => None,
+        };
+        // An unknown email costs the same hash as a known one, so neither the answer nor its
+        // timing says whether an account exists.
+        let stored_hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let iterations = self.config.pbkdf2_iterations;
+        let checked_password = password.clone();
+        let verification = self
+            .hashing
+            .run(move || password::verify_password(&checked_password, &stored_hash, iterations))
+            .await??;
+        let user = match (user, verification) {
+            (Some(user), Verification::Match { needs_rehash }) => {
+                if needs_rehash {
+                    self.rehash(user.id, &user.password_hash, password).await;
+                }
+                user
+            }
+            (Some(user), Verification::Mismatch) => {
+                record_event(
+                    &self.pool.get().await?,
+                    user.id,
+                    store::EventType::LoginFailed,
+                    client,
+                    now,
+                )
+                .await?;
+                return Err(Error::InvalidCredentials);
+            }
+            (None, _) => return Err(Error::InvalidCredentials),
+        };
+        let started = {
+            let mut db = self.pool.get().await?;
+            store::clear_login_failures(&db, &email_hash).await?;
+            let tx = db.transaction().await?;
+            let started = self
+                .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
+                .await?;
+            tx.commit().await?;
+            started
+        };
+        self.sign_in(
+            user.into(),
+            started.session_id,
+            started.expires_at,
+            started.refresh_token,
+            now,
+        )
+        .await
+    }
+
+    /// Upgrades a hash made with fewer iterations than configured. A failure only delays the
+    /// upgrade to the next login, so it is logged, not returned.
+    async fn rehash(&self, user_id: Uuid, old_hash: &str, password: String) {
+        let iterations = self.config.pbkdf2_iterations;
+        let upgraded = async {
+            let new_hash = self
+                .hashing
+                .run(move || password::hash_password(&password, iterations))
+                .await??;
+            store::replace_password_hash(&self.pool.get().await?, user_id, old_hash, &new_hash)
+                .await
+        };
+        if let Err(error) = upgraded.await {
+            tracing::warn!(%user_id, error = %crate::error::cause_chain(&error), "password re-hash postponed");
+        }
+    }
+}
