@@ -25,11 +25,11 @@ async fn registration_returns_a_token_response_and_the_refresh_cookie() {
     assert!(refresh.len() >= 43, "at least 256 bits");
     let cookies = reply.set_cookies();
     assert_eq!(cookies.len(), 1);
-    assert_eq!(
-        cookies[0],
-        format!(
+    crate::helpers::assert_same_cookie(
+        &cookies[0],
+        &format!(
             "refresh_token={refresh}; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=2592000; Secure"
-        )
+        ),
     );
 }
 

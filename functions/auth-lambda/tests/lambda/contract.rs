@@ -1,4 +1,4 @@
-//! The contract through the Lambda: what api.md promises, answered from events.
+//! The contract through the Lambda: what docs/api.md promises, answered from events.
 
 use crate::helpers::*;
 
@@ -11,7 +11,7 @@ fn assert_refresh_cookie(reply: &Reply) {
         reply.str("refresh_token"),
         reply.body["refresh_expires_in"]
     );
-    assert_eq!(cookies[0], expected);
+    assert_same_cookie(&cookies[0], &expected);
 }
 
 fn assert_token_response(reply: &Reply, status: u16) {

@@ -185,3 +185,15 @@ pub fn with_header(mut event: Value, name: &str, value: &str) -> Value {
 pub fn with_bearer(event: Value, token: &str) -> Value {
     with_header(event, "authorization", &format!("Bearer {token}"))
 }
+
+/// Asserts two `Set-Cookie` values say the same thing: the same name and value, the same
+/// attributes in any order (RFC 6265 gives their order no meaning).
+#[track_caller]
+pub fn assert_same_cookie(actual: &str, expected: &str) {
+    fn parts(cookie: &str) -> (String, std::collections::BTreeSet<String>) {
+        let mut parts = cookie.split(';').map(|part| part.trim().to_owned());
+        let pair = parts.next().unwrap_or_default();
+        (pair, parts.filter(|part| !part.is_empty()).collect())
+    }
+    assert_eq!(parts(actual), parts(expected), "{actual} vs {expected}");
+}

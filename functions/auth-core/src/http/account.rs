@@ -1,0 +1,90 @@
+//! The signed-in account.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{AuthUser, Client, JsonBody};
+use super::responses::{EventList, UserView, no_content, private_json};
+use crate::error::{Error, Problem};
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, response = Problem), (status = 503, response = Problem)))]
+pub(crate) async fn me(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+) -> Result<Response, Error> {
+    Ok(private_json(UserView::from(auth.me(subject).await?)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password; every other session ends.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses(
+        (status = 204, description = "Changed; every other session has ended"),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 422, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
+pub(crate) async fn change_password(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    Client(client): Client,
+    JsonBody(body): JsonBody<ChangePassword>,
+) -> Result<Response, Error> {
+    auth.change_password(
+        subject,
+        &body.current_password,
+        &body.new_password,
+        &client,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteAccount {
+    password: String,
+}
+
+/// Delete the account with its sessions, tokens and events; the email can register again.
+#[utoipa::path(delete, path = "/api/v1/me", tag = "account", security(("bearer" = [])),
+    request_body = DeleteAccount,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
+pub(crate) async fn delete_account(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+    JsonBody(body): JsonBody<DeleteAccount>,
+) -> Result<Response, Error> {
+    auth.delete_account(subject, &body.password).await?;
+    Ok(no_content())
+}
+
+/// The newest 50 security events of the account.
+#[utoipa::path(get, path = "/api/v1/me/events", tag = "account", security(("bearer" = [])),
+    responses((status = 200, body = EventList), (status = 401, response = Problem), (status = 503, response = Problem)))]
+pub(crate) async fn events(
+    State(auth): State<AppState>,
+    AuthUser(subject): AuthUser,
+) -> Result<Response, Error> {
+    let events = auth.events(subject).await?;
+    Ok(private_json(EventList {
+        events: events.into_iter().map(Into::into).collect(),
+    }))
+}

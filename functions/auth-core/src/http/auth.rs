@@ -1,0 +1,175 @@
+//! Registration, sign-in, token refresh and sign-out.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{AppendHeaders, IntoResponse, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::cookies::{check_origin, refresh_cookie, refresh_cookie_value, token_response};
+use super::extract::{Client, JsonBody, OptionalJsonBody, bearer_token};
+use super::responses::TokenResponse;
+use crate::error::{Error, Problem};
+use crate::metrics::OutcomeLabels;
+
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    #[schema(example = "ann@example.com", max_length = 254)]
+    email: String,
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 8,
+        max_length = 256
+    )]
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshBody {
+    /// Omit it (or send no body) to use the refresh cookie.
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+/// Register an account and start its first session.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered and signed in; the refresh cookie is set", body = TokenResponse,
+            headers(("Set-Cookie" = String, description = "refresh_token=...; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=...; Secure"))),
+        (status = 400, response = Problem), (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 422, response = Problem), (status = 429, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
+pub(crate) async fn register(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Response, Error> {
+    let signed_in = auth
+        .register(
+            &body.email,
+            &body.password,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    Ok(token_response(&auth, StatusCode::CREATED, signed_in))
+}
+
+/// Sign in: a new session.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in; the refresh cookie is set", body = TokenResponse,
+            headers(("Set-Cookie" = String, description = "the refresh cookie"))),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 429, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
+pub(crate) async fn login(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    JsonBody(body): JsonBody<Credentials>,
+) -> Result<Response, Error> {
+    let result = auth
+        .login(
+            &body.email,
+            &body.password,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    let outcome = match &result {
+        Ok(_) => "succeeded",
+        Err(Error::InvalidCredentials) => "failed",
+        Err(Error::TooManyRequests { .. }) => "throttled",
+        Err(Error::Overloaded { .. }) => "overloaded",
+        Err(_) => "error",
+    };
+    auth.metrics
+        .logins
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    Ok(token_response(&auth, StatusCode::OK, result?))
+}
+
+/// Rotate the refresh token and get a new access token.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body(content = Option<RefreshBody>, description = "The refresh token, or no body to use the cookie"),
+    responses(
+        (status = 200, description = "The refresh token was rotated; the cookie is set", body = TokenResponse,
+            headers(("Set-Cookie" = String, description = "the refresh cookie"))),
+        (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 503, response = Problem),
+        (status = 500, response = Problem),
+    ))]
+pub(crate) async fn refresh(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
+) -> Result<Response, Error> {
+    // A browser's fetch may send `{}` with the cookie, so a body without the field falls back to
+    // the cookie just as an empty body does.
+    let presented = match body.and_then(|body| body.refresh_token) {
+        Some(token) => token,
+        None => {
+            let cookie = refresh_cookie_value(&headers).ok_or(Error::InvalidToken {
+                presented: false,
+                reason: "no refresh token",
+            })?;
+            check_origin(&auth, &headers)?;
+            cookie
+        }
+    };
+    let signed_in = auth
+        .refresh(&presented, &client, OffsetDateTime::now_utc())
+        .await?;
+    Ok(token_response(&auth, StatusCode::OK, signed_in))
+}
+
+/// End the session named by the bearer token and/or the refresh token (body or cookie).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    request_body(content = Option<LogoutBody>, description = "Optional refresh token"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out (also when no token, or a dead one, was sent); the cookie is cleared",
+            headers(("Set-Cookie" = String, description = "refresh_token=; Max-Age=0"))),
+        (status = 400, response = Problem), (status = 403, response = Problem), (status = 413, response = Problem),
+        (status = 415, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
+    ))]
+pub(crate) async fn logout(
+    State(auth): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
+) -> Result<Response, Error> {
+    let from_body = body.and_then(|body| body.refresh_token);
+    let from_cookie = refresh_cookie_value(&headers);
+    if from_body.is_none() && from_cookie.is_some() {
+        check_origin(&auth, &headers)?;
+    }
+    let refresh = from_body.as_deref().or(from_cookie.as_deref());
+    auth.logout(
+        bearer_token(&headers),
+        refresh,
+        &client,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        AppendHeaders([
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::SET_COOKIE, refresh_cookie(&auth, "", 0)),
+        ]),
+    )
+        .into_response())
+}
