@@ -14,10 +14,9 @@ use std::sync::Arc;
 use auth_core::{Auth, Config, Error};
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::{Request, RequestExt};
 use tokio::sync::OnceCell;
 use tower::ServiceExt;
 
@@ -26,8 +25,6 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 /// More would sit idle in a copy that serves one request at a time, while counting against the
 /// database's connection limit times the number of copies.
 pub const MAX_POOL_SIZE: usize = 2;
-
-const X_REQUEST_ID: &str = "x-request-id";
 
 /// The auth core's configuration, with the Lambda's own default and limit for the pool.
 pub fn config_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
@@ -126,48 +123,16 @@ pub fn into_axum_request(request: Request) -> axum::extract::Request {
     if let Some(ip) = peer {
         parts.extensions.insert(ConnectInfo(SocketAddr::new(ip, 0)));
     }
-    // lambda_http has already decoded a base64 body.
-    let body = match body {
-        Body::Text(text) => axum::body::Body::from(text),
-        Body::Binary(bytes) => axum::body::Body::from(bytes),
-        _ => axum::body::Body::empty(),
-    };
-    axum::extract::Request::from_parts(parts, body)
+    // lambda_http has already decoded a base64 body; its Body is an http_body::Body, so the
+    // router reads it as it is.
+    axum::extract::Request::from_parts(parts, axum::body::Body::new(body))
 }
 
-/// The answer while the service cannot be built: the error's problem document with the headers
-/// every response carries (the router's own layers add them otherwise).
+/// The answer while the service cannot be built: the core's, as the container gives it while
+/// it starts; the cause goes to the log only.
 fn not_ready(request: &axum::extract::Request, error: &Error) -> Response {
     tracing::error!(error = %auth_core::error::cause_chain(error), "the service could not start");
-    let mut response = match error {
-        Error::Unavailable(_) => Error::Unavailable("database not reachable".into()),
-        _ => Error::internal("starting the service", "see the log"),
-    }
-    .into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    let request_id = request
-        .headers()
-        .get(X_REQUEST_ID)
-        .filter(|value| is_plain_request_id(value.as_bytes()))
-        .cloned()
-        .or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok());
-    if let Some(id) = request_id {
-        headers.insert(HeaderName::from_static(X_REQUEST_ID), id);
-    }
-    response
-}
-
-/// The router's rule for echoing a client's request id: short and plain.
-fn is_plain_request_id(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    auth_core::http::not_ready(request, error)
 }
 
 #[cfg(test)]
@@ -218,13 +183,5 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn request_ids_are_echoed_only_when_plain() {
-        assert!(is_plain_request_id(b"abc-123_4.5:6"));
-        assert!(!is_plain_request_id(b""));
-        assert!(!is_plain_request_id(b"a b"));
-        assert!(!is_plain_request_id(&[b'a'; 129]));
     }
 }

@@ -10,7 +10,9 @@ use lambda_http::{Request, service_fn};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match auth_lambda::config_from_env() {
+    let config = match auth_lambda::config_from_env()
+        .and_then(|config| auth_core::db::check_settings(&config).map(|()| config))
+    {
         Ok(config) => config,
         Err(error) => {
             // Before logging is set up on purpose: the init error must reach the log regardless.
