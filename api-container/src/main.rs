@@ -5,12 +5,8 @@
 //! scratch` (no shell, no curl), so its Docker `HEALTHCHECK` runs the binary itself.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use auth_core::{Application, Config, Error};
-
-/// How long in-flight requests get to finish after SIGTERM before the process exits anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "usage: api-container            serve (configuration from the environment)\n       api-container healthcheck [PATH]   GET PATH (default /readyz) on LISTEN_ADDR's port; exit 0 on 200";
 
@@ -51,7 +47,11 @@ fn main() -> ExitCode {
 /// The service proper, on a multi-threaded runtime that the health probe does not need.
 #[tokio::main]
 async fn serve_from_env() -> ExitCode {
-    let config = match Config::from_env() {
+    // The database settings that can be checked without the database (sslmode, the CA file)
+    // are checked here too, so that every bad setting exits 2 before the port is bound.
+    let config = match Config::from_env()
+        .and_then(|config| auth_core::db::check_settings(&config).map(|()| config))
+    {
         Ok(config) => config,
         Err(error) => {
             // Before logging is set up on purpose: this must reach a person even with no logs.
@@ -74,46 +74,7 @@ async fn serve(config: Config) -> Result<(), Error> {
     // database starts after us or restarts, instead of the process exiting in a restart loop.
     let app = Application::bind(config).await?;
     tracing::info!(addr = %app.local_addr()?, "listening");
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        shutdown_signal().await;
-        let _ = stopping_tx.send(());
-    }));
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.map_err(|e| Error::internal("server task", e))?,
-        _ = stopping_rx => tracing::info!("shutting down: draining in-flight requests"),
-    }
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(result) => result.map_err(|e| Error::internal("server task", e))?,
-        Err(_) => {
-            tracing::warn!("drain timed out; exiting with requests still open");
-            Ok(())
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    app.run_until(auth_core::serve::shutdown_signal()).await
 }
 
 /// The probe behind `api-container healthcheck`: plain HTTP/1.1 over a std `TcpStream`, so the

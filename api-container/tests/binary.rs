@@ -14,30 +14,54 @@ use common::*;
 
 #[test]
 fn an_invalid_setting_stops_start_up_with_a_message_naming_it() {
-    let port = free_port();
     for (variable, value) in [
         ("AUTH_PBKDF2_ITERATIONS", "12"),
         ("AUTH_ACCESS_TTL_SECS", "soon"),
         ("AUTH_SIGNING_ALG", "none"),
         ("DB_POOL_TIMEOUT_MS", "-1"),
     ] {
-        let child = start(
+        assert_refused_before_binding(
             "postgres://nobody@127.0.0.1:1/none",
-            port,
             &[(variable, value)],
-        );
-        let (status, output) = wait_exit(child, Duration::from_secs(10));
-        assert_eq!(status.code(), Some(2), "{output}");
-        assert!(output.contains(variable), "{output}");
-        assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "the port was never bound"
+            variable,
         );
     }
     let mut missing = Command::new(BINARY);
     let output = missing.env_clear().output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[test]
+fn database_settings_that_cannot_work_stop_start_up_before_the_port_is_bound() {
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    for (url, extra, variable) in [
+        (
+            "postgres://nobody@127.0.0.1:1/none?sslmode=sometimes",
+            None,
+            "DATABASE_URL",
+        ),
+        (
+            "postgres://nobody@127.0.0.1:1/none?sslmode=verify-full",
+            Some(("DB_CA_FILE", not_pem)),
+            "DB_CA_FILE",
+        ),
+    ] {
+        assert_refused_before_binding(url, extra.as_slice(), variable);
+    }
+}
+
+/// The binary exits 2 naming `variable`, and never bound its port.
+fn assert_refused_before_binding(url: &str, extra: &[(&str, &str)], variable: &str) {
+    let port = free_port();
+    let child = start(url, port, extra);
+    let (status, output) = wait_exit(child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains(variable), "{output}");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port was never bound"
+    );
 }
 
 #[tokio::test]

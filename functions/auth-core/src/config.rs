@@ -1,4 +1,4 @@
-//! Typed, validated configuration read from the environment (the table in api.md).
+//! Typed, validated configuration read from the environment (every variable: docs/configuration.md).
 //!
 //! Every invalid value is an error naming the variable and what it accepts, so that a bad deploy
 //! stops before the port is bound instead of half-working.
@@ -32,11 +32,7 @@ impl SigningAlg {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
+pub use startup::LogFormat;
 
 #[derive(Clone)]
 pub struct Config {
@@ -234,18 +230,12 @@ impl Config {
                     Some(path)
                 }
             },
-            rust_log: match env.optional("RUST_LOG") {
-                None => None,
-                Some(filter) => {
-                    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|_| {
-                        invalid(
-                            "RUST_LOG",
-                            "a tracing filter such as info or auth_core=debug,info",
-                        )
-                    })?;
-                    Some(filter)
-                }
-            },
+            rust_log: startup::check_log_filter(env.optional("RUST_LOG")).map_err(|_| {
+                invalid(
+                    "RUST_LOG",
+                    "a tracing filter such as info or auth_core=debug,info",
+                )
+            })?,
             header_read_timeout: Duration::from_millis(env.number(
                 "HTTP_HEADER_READ_TIMEOUT_MS",
                 10_000,
@@ -265,12 +255,8 @@ impl Config {
                 600_000,
             )?),
             max_connections: env.number("HTTP_MAX_CONNECTIONS", 4096, 1, 1_000_000)?,
-            log_format: match env.optional("LOG_FORMAT").as_deref() {
-                None => None,
-                Some("json") => Some(LogFormat::Json),
-                Some("pretty") => Some(LogFormat::Pretty),
-                Some(_) => return Err(invalid("LOG_FORMAT", "json or pretty")),
-            },
+            log_format: LogFormat::from_setting(env.optional("LOG_FORMAT").as_deref())
+                .map_err(|_| invalid("LOG_FORMAT", "json or pretty"))?,
             issuer,
             database_url,
         };

@@ -78,8 +78,10 @@ pub fn split_sslmode(url: &str) -> Result<(String, TlsMode), Error> {
     Ok((url, mode))
 }
 
-/// Builds the pool. Connections are made lazily, so this succeeds while the database is down.
-pub fn create_pool(config: &Config) -> Result<Pool, Error> {
+/// The connection settings of `DATABASE_URL`, with the TLS that its `sslmode` means.
+fn connection_settings(
+    config: &Config,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), Error> {
     let (url, mode) = split_sslmode(&config.database_url)?;
     let mut pg_config = tokio_postgres::Config::from_str(&url).map_err(|_| Error::Config {
         variable: "DATABASE_URL",
@@ -100,12 +102,25 @@ pub fn create_pool(config: &Config) -> Result<Pool, Error> {
     // within seconds, not hang requests until TCP gives up hours later.
     pg_config.keepalives_idle(std::time::Duration::from_secs(30));
     pg_config.tcp_user_timeout(std::time::Duration::from_secs(10));
+    let tls = MakeRustlsConnect::new(tls_config(mode, config.db_ca_file.as_deref())?);
+    Ok((pg_config, tls))
+}
+
+/// Checks what can be checked without the database (the URL, `sslmode`, the CA file), so that
+/// a bad setting stops the process before it binds its port.
+pub fn check_settings(config: &Config) -> Result<(), Error> {
+    connection_settings(config).map(|_| ())
+}
+
+/// Builds the pool. Connections are made lazily, so this succeeds while the database is down.
+pub fn create_pool(config: &Config) -> Result<Pool, Error> {
+    let (mut pg_config, tls) = connection_settings(config)?;
+    // A request's statements are short; one that is not is a fault to cut off, not to wait for.
     if pg_config.get_options().is_none() {
         pg_config.options(
             "-c statement_timeout=10000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
         );
     }
-    let tls = MakeRustlsConnect::new(tls_config(mode, config.db_ca_file.as_deref())?);
     let manager = Manager::from_config(
         pg_config,
         tls,
@@ -282,22 +297,38 @@ impl ServerCertVerifier for ChainOnly {
 
 /// Applies pending migrations. Instances starting together queue on an advisory lock, so exactly
 /// one applies each migration and the others find it done.
-pub async fn migrate(pool: &Pool) -> Result<(), Error> {
-    let mut client = pool.get().await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    let result = embedded::migrations::runner()
-        .run_async(&mut **client)
-        .await
-        .map_err(|e| Error::internal("applying migrations", e));
-    // Unlock even after a failure: the session outlives this call inside the pool.
-    let unlocked = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await;
-    result?;
-    unlocked?;
-    Ok(())
+pub async fn migrate(config: &Config) -> Result<(), Error> {
+    migrate_with(config, embedded::migrations::runner()).await
+}
+
+/// Applies `runner`'s migrations on a connection of their own: a migration may rewrite a large
+/// table, so none of the limits a request's statements run under applies to it (it already holds
+/// the lock that keeps other instances out), and the connection closes when it is done.
+pub async fn migrate_with(config: &Config, runner: refinery::Runner) -> Result<(), Error> {
+    let (pg_config, tls) = connection_settings(config)?;
+    let (mut client, connection) = pg_config.connect(tls).await?;
+    let connection = tokio::spawn(connection);
+    let result = async {
+        client
+            .batch_execute(
+                "SET statement_timeout = 0; SET lock_timeout = 0; \
+                 SET idle_in_transaction_session_timeout = 0",
+            )
+            .await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        runner
+            .run_async(&mut client)
+            .await
+            .map_err(|e| Error::internal("applying migrations", e))?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    // Closing the session releases the advisory lock, after a failure too.
+    drop(client);
+    let _ = connection.await;
+    result
 }
 
 /// The newest migration version shipped in this binary, for the readiness check.

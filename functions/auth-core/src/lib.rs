@@ -4,11 +4,13 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hashing;
 pub mod http;
 pub mod kdf;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod seal;
 pub mod serve;
 pub mod service;
 pub mod store;
@@ -32,6 +34,9 @@ pub struct Application {
 
 /// How long a start-up that cannot reach the database waits between attempts, at most.
 const MAX_INIT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long in-flight requests get to finish after the shutdown signal before serving stops
+/// anyway.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Application {
     /// Connects to the database, migrates, prepares keys, then binds `config.listen_addr`.
@@ -68,7 +73,8 @@ impl Application {
         self.auth.clone()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+    /// Serves until `shutdown` resolves (in a binary, [`serve::shutdown_signal`]), then stops
+    /// accepting and gives in-flight requests up to 30 s to finish.
     /// Returns an error when a start-up in the background meets a fault that retrying cannot
     /// mend (a configuration the database refuses, for instance).
     pub async fn run_until(
@@ -78,6 +84,7 @@ impl Application {
         let limits = serve::ServeLimits {
             header_read_timeout: self.config.header_read_timeout,
             max_connections: self.config.max_connections,
+            drain_timeout: DRAIN_TIMEOUT,
         };
         let ready: Arc<std::sync::OnceLock<axum::Router>> = Arc::new(std::sync::OnceLock::new());
         let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<Error>();
@@ -159,22 +166,4 @@ pub fn start_logging(config: &Config) {
     }
 }
 
-/// Logs as JSON lines (for containers and log shippers) or pretty text (for people at a
-/// terminal); by default JSON unless standard output is a terminal. `RUST_LOG` filters.
-pub fn init_tracing(format: Option<config::LogFormat>, filter: Option<&str>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // Config::from_env has already refused a filter that does not parse.
-    let filter =
-        EnvFilter::try_new(filter.unwrap_or("info")).unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        config::LogFormat::Pretty
-    } else {
-        config::LogFormat::Json
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        config::LogFormat::Pretty => builder.pretty().try_init(),
-    };
-}
+pub use startup::init_tracing;

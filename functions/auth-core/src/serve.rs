@@ -26,10 +26,13 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Connections beyond this wait in the kernel's backlog until one closes.
     pub max_connections: usize,
+    /// After the shutdown signal, how long in-flight requests get to finish before the server
+    /// returns anyway.
+    pub drain_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets every open
-/// connection finish its in-flight requests, and returns.
+/// connection finish its in-flight requests (for at most `limits.drain_timeout`), and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -93,6 +96,36 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; exiting with requests still open");
+    }
     Ok(())
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, systemd).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }
