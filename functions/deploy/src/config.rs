@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use regex_lite::Regex;
+pub use startup::LogFormat;
 
 use crate::error::DeployError;
 
@@ -29,12 +30,6 @@ const DOCUMENT_PATTERN: &str = r"^[a-zA-Z0-9_.:/-]{3,128}$";
 /// SendCommand's own patterns for MaxConcurrency and MaxErrors.
 const MAX_CONCURRENCY_PATTERN: &str = r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$";
 const MAX_ERRORS_PATTERN: &str = r"^([1-9][0-9]*|0|[1-9][0-9]%|[0-9]%|100%)$";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
 
 #[derive(Clone, Debug)]
 pub struct DeployConfig {
@@ -172,20 +167,10 @@ impl DeployConfig {
         let delivery_timeout = seconds("DEPLOY_DELIVERY_TIMEOUT_SECS", 900, 30, 2_592_000)?;
         // A Lambda runs at most 900 s.
         let wait_timeout = seconds("DEPLOY_WAIT_TIMEOUT_SECS", 885, 1, 900)?;
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            None => None,
-            Some("json") => Some(LogFormat::Json),
-            Some("pretty") => Some(LogFormat::Pretty),
-            Some(_) => return Err(invalid("LOG_FORMAT", "json or pretty")),
-        };
-        let rust_log = match get("RUST_LOG") {
-            None => None,
-            Some(filter) => {
-                tracing_subscriber::EnvFilter::try_new(&filter)
-                    .map_err(|_| invalid("RUST_LOG", "a tracing filter such as info"))?;
-                Some(filter)
-            }
-        };
+        let log_format = LogFormat::from_setting(get("LOG_FORMAT").as_deref())
+            .map_err(|_| invalid("LOG_FORMAT", "json or pretty"))?;
+        let rust_log = startup::check_log_filter(get("RUST_LOG"))
+            .map_err(|_| invalid("RUST_LOG", "a tracing filter such as info"))?;
         Ok(DeployConfig {
             repository,
             registry,

@@ -4,7 +4,7 @@
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use lambda_runtime::Diagnostic;
 
-use crate::deploy::InstanceOutcome;
+use crate::outcome::InstanceOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

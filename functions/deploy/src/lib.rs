@@ -9,10 +9,12 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod event;
+pub mod outcome;
 
 pub use config::DeployConfig;
-pub use deploy::{DeployOutput, Deployer, InstanceOutcome, InstanceReport};
+pub use deploy::Deployer;
 pub use error::DeployError;
+pub use outcome::{DeployOutput, InstanceOutcome, InstanceReport};
 
 use std::time::Duration;
 
@@ -45,21 +47,4 @@ pub async fn aws_clients() -> (aws_sdk_ecr::Client, aws_sdk_ssm::Client) {
     )
 }
 
-/// JSON lines for CloudWatch unless a person is watching a terminal; `RUST_LOG` filters.
-pub fn init_tracing(format: Option<config::LogFormat>, filter: Option<&str>) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // DeployConfig has already refused a filter that does not parse.
-    let filter =
-        EnvFilter::try_new(filter.unwrap_or("info")).unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        config::LogFormat::Pretty
-    } else {
-        config::LogFormat::Json
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        config::LogFormat::Pretty => builder.try_init(),
-    };
-}
+pub use startup::init_tracing;
