@@ -15,6 +15,7 @@ mod operations;
 mod protocol;
 mod refresh;
 mod register;
+mod resilience;
 mod sessions;
 mod tls;
 mod tokens;
