@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Locator, Page, expect
 
 import a11y
@@ -80,7 +81,9 @@ def tab_through(page: Page, limit: int = 60) -> list[str]:
     raise AssertionError(f"focus did not come round within {limit} presses of Tab: {names}")
 
 
-def test_keyboard_only_sign_in_use_and_sign_out(browsers, stack):
+# The focus ring's contrast depends on the colour scheme: both are walked.
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_keyboard_only_sign_in_use_and_sign_out(browsers, stack, scheme):
     email, password = unique_email("keys"), strong_password()
     created = call(stack.base_url, "POST", "/api/v1/auth/register", {"email": email, "password": password}, source_ip="127.0.0.10")
     assert created.status == 201
@@ -91,7 +94,7 @@ def test_keyboard_only_sign_in_use_and_sign_out(browsers, stack):
             headers={"User-Agent": FIREFOX}, source_ip=source,
         )
         assert other.status == 200, other.body
-    page = browsers.page()
+    page = browsers.page(color_scheme=scheme)
     page.goto("/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
