@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 import a11y
 from conftest import ARTIFACTS
+from harness import call
 from pages import reload_sessions, sign_in, sign_up, strong_password, unique_email
 
 WIDTHS = {
@@ -46,7 +47,7 @@ def expect_scheme(page, scheme: str) -> None:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", list(WIDTHS))
-def test_each_page_fits_passes_axe_and_is_captured(browsers, width, scheme):
+def test_each_page_fits_passes_axe_and_is_captured(browsers, stack, width, scheme):
     page = browsers.page(color_scheme=scheme, **WIDTHS[width])
     email = unique_email(f"shot-{width}-{scheme}")
     password = strong_password()
@@ -74,13 +75,17 @@ def test_each_page_fits_passes_axe_and_is_captured(browsers, width, scheme):
     shoot(page, f"sign-up-weak-password-{tag}")
 
     sign_up(page, email, password)
-    # A second session and some history make the page look lived in.
+    # A second session and some history make the page look lived in; a failed sign-in shows the
+    # warning badge ("Check this") too.
+    failed = call(stack.base_url, "POST", "/api/v1/auth/login", {"email": email, "password": "not the password"})
+    assert failed.status == 401
     other = browsers.page()
     sign_in(other, email, password)
     reload_sessions(page)
     page.get_by_role("button", name="Refresh the security activity").click()
     expect(page.locator("#events > li[data-event]").first).to_be_visible()
     expect(page.locator("#sessions .badge")).to_have_text("This device")
+    expect(page.locator("#events .badge.warn")).to_have_text("Check this")
     expect_scheme(page, scheme)
     a11y.expect_field_edges(page)
     shoot(page, f"account-{tag}")
