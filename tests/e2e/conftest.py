@@ -1,6 +1,6 @@
 """Fixtures: one Chromium for the session, one stack (database, api-container, nginx) per test
-module, and browser contexts per test that watch every page for CSP violations and uncaught
-errors."""
+module, and browser contexts per test that watch every page for console errors (CSP violations
+among them) and uncaught exceptions: any of them fails the test."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 PROBLEM = re.compile(r"\[csp-violation\]|Content Security Policy|Trusted Type|Refused to|Permissions-Policy", re.I)
+# Chromium's own note, as a console error, for every response with a 4xx or 5xx status.
+NETWORK_NOTE = re.compile(r"^Failed to load resource: the server responded with a status of (\d{3})\b")
 
 
 def pytest_configure(config):
@@ -82,6 +85,10 @@ class Browsers:
         self.contexts: list[BrowserContext] = []
         self.problems: list[str] = []
         self._watched: set[int] = set()
+        # Pages that answered 404 to a navigation: the site's "Page not found", opened on purpose.
+        self._missing_pages: set[str] = set()
+        # Chromium's notes about error statuses, judged at the end (see `_expected`).
+        self._notes: list[tuple[str, str, int]] = []
 
     def context(self, **options) -> BrowserContext:
         options.setdefault("viewport", DESKTOP)
@@ -103,12 +110,36 @@ class Browsers:
         self._watched.add(id(page))
         page.on("console", lambda message: self._console(page, message))
         page.on("pageerror", lambda error: self.problems.append(f"{page.url}: uncaught {error}"))
+        page.on("response", self._response)
+
+    def _response(self, response) -> None:
+        if response.status == 404 and response.request.resource_type == "document":
+            self._missing_pages.add(response.url)
 
     def _console(self, page: Page, message) -> None:
-        if message.type in ("error", "warning") and PROBLEM.search(message.text):
-            self.problems.append(f"{page.url}: {message.text}")
+        # Every console error counts: a script's console.error, a policy violation, a resource
+        # that failed (a missing stylesheet, a 500); warnings only when they are about the policies.
+        if message.type == "error" or (message.type == "warning" and PROBLEM.search(message.text)):
+            source = message.location.get("url", "")
+            note = NETWORK_NOTE.match(message.text)
+            if note:
+                self._notes.append((f"{page.url}: [console.{message.type}] {message.text} ({source})", source, int(note[1])))
+            else:
+                self.problems.append(f"{page.url}: [console.{message.type}] {message.text} ({source})")
+
+    def _expected(self, source: str, status: int) -> bool:
+        """The two error statuses that are answers, not faults: the API's 4xx problem+json, which
+        the page turns into words (wrong password, weak password, session ended; the tests check
+        the words), and the site's 404 page for a path that does not exist. A 5xx, or a 4xx for a
+        page asset or anything else, is a fault."""
+        path = urllib.parse.urlsplit(source).path
+        if path.startswith("/api/") and 400 <= status < 500:
+            return True
+        return status == 404 and source in self._missing_pages
 
     def take_problems(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        self.problems += [text for text, source, status in notes if not self._expected(source, status)]
         taken, self.problems = self.problems, []
         return taken
 
@@ -129,5 +160,6 @@ def browsers(browser, stack, request) -> Browsers:
                     pass
     for context in opened.contexts:
         context.close()
-    if opened.problems:
-        pytest.fail("pages reported CSP violations or uncaught errors:\n" + "\n".join(opened.problems))
+    problems = opened.take_problems()
+    if problems:
+        pytest.fail("pages reported console errors, CSP violations or uncaught exceptions:\n" + "\n".join(problems))

@@ -7,6 +7,7 @@ import contextlib
 from playwright.sync_api import expect
 
 from pages import (
+    SIGN_IN_URL,
     expect_account,
     expect_sign_in_page,
     reload_sessions,
@@ -101,6 +102,13 @@ def test_an_account_from_sign_up_through_two_devices_to_deletion(browsers):
     with step("the deleted account's other device is signed out too"):
         phone.get_by_role("button", name="Refresh the security activity").click()
         expect_sign_in_page(phone)
+
+    with step("the deleted account no longer signs in"):
+        laptop.get_by_label("Email").fill(email)
+        laptop.get_by_label("Password", exact=True).fill(new_password)
+        laptop.get_by_role("button", name="Sign in").click()
+        expect(laptop.locator("#password-error")).to_have_text("The email or password is incorrect.")
+        expect(laptop).to_have_url(SIGN_IN_URL)
 
     with step("the email can register again"):
         sign_up(laptop, email, strong_password())

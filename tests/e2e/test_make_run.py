@@ -3,6 +3,7 @@ too, under the policy the pages carry in their own <meta> element."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from harness import call
@@ -59,3 +60,21 @@ def test_opened_from_another_address_the_page_says_why_instead_of_looping(browse
         "This page is not allowed to use your sign-in. Open Latchkey from its own address."
     )
     expect(page.locator("#account")).to_be_hidden()
+
+
+def test_an_unknown_page_gets_the_sites_404_page_and_an_unknown_api_path_problem_json(browsers, stack):
+    # As nginx does (test_security.py): the site's own 404.html, with status 404, for a browser path.
+    missing = call(stack.base_url, "GET", "/no-such-page", headers={"Accept": "text/html"})
+    assert missing.status == 404
+    assert (missing.header("Content-Type") or "").startswith("text/html")
+    assert b"<title>Page not found" in missing.body
+    page = browsers.page()
+    answer = page.goto("/no-such-page")
+    assert answer is not None and answer.status == 404
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    # Under /api/ it stays the API's problem+json, whatever the client accepts.
+    for accept in ("text/html", "application/json"):
+        api = call(stack.base_url, "GET", "/api/v1/nope", headers={"Accept": accept})
+        assert api.status == 404
+        assert api.header("Content-Type") == "application/problem+json"
+        assert api.json()["code"] == "not_found"

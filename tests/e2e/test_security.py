@@ -138,6 +138,31 @@ def test_a_full_session_reports_no_violation_and_no_script_error(browsers):
     assert browsers.take_problems() == []
 
 
+def test_any_console_error_is_a_problem_but_an_api_answer_is_not(browsers):
+    # The fixture fails a test on what take_problems() returns at its end.
+    page = browsers.page()
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.evaluate("() => console.error('something broke')")
+    page.wait_for_timeout(100)
+    assert [p for p in browsers.take_problems() if "something broke" in p]
+
+    # A missing asset is a fault, even with the status nginx uses for a missing page.
+    page.evaluate("() => fetch('/assets/no-such-file.js')")
+    page.wait_for_timeout(200)
+    assert [p for p in browsers.take_problems() if "404" in p]
+
+    # A 401 from the API is an answer the page puts into words; opening a missing page on purpose
+    # shows the site's 404 page. Neither is a problem.
+    page.get_by_label("Email").fill(unique_email("console"))
+    page.get_by_label("Password", exact=True).fill(strong_password())
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#password-error")).to_have_text("The email or password is incorrect.")
+    page.goto("/no-such-page")
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert browsers.take_problems() == []
+
+
 def test_tokens_never_reach_storage_urls_or_script_readable_cookies(browsers):
     page = browsers.page()
     seen: set[str] = set()

@@ -124,7 +124,8 @@ function renderSessions(sessions) {
         type: "button",
         class: "subtle",
         text: "Sign out",
-        "aria-label": `Sign out ${device}, signed in ${new Date(session.created_at).toLocaleString()}`,
+        // Two sessions of one browser can start in the same second: the address tells them apart.
+        "aria-label": `Sign out ${device}, signed in ${new Date(session.created_at).toLocaleString()}${session.ip ? `, IP ${session.ip}` : ""}`,
       });
       button.addEventListener("click", () => revokeSession(session, device, button));
       item.append(button);
@@ -151,6 +152,28 @@ async function revokeSession(session, device, button) {
   );
   await Promise.all([loadSessions(), loadEvents()]);
   $("#sessions-title").focus();
+}
+
+/** "Sign out everywhere else" asks first: it ends sessions on devices the person may not have at hand. */
+function wireOthersDialog() {
+  const dialog = $("#others-dialog");
+  const opener = $("#sign-out-others");
+  opener.addEventListener("click", () => {
+    const others = document.querySelectorAll('#sessions > li[data-current="false"]').length;
+    $("#others-count").textContent = others === 1 ? "1 other session" : `${others} other sessions`;
+    dialog.showModal();
+    // Cancel is the safe choice, so Enter right away changes nothing.
+    $("#others-cancel").focus();
+  });
+  $("#others-cancel").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => opener.focus());
+  $("#others-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    dialog.close();
+    await signOutOthers(opener);
+    // With no other session left the button is disabled: keep focus on the section instead.
+    (opener.disabled ? $("#sessions-title") : opener).focus();
+  });
 }
 
 async function signOutOthers(button) {
@@ -353,7 +376,7 @@ async function start() {
 
   wireRevealButtons(document);
   $("#sign-out").addEventListener("click", (event) => signOut(event.currentTarget));
-  $("#sign-out-others").addEventListener("click", (event) => signOutOthers(event.currentTarget));
+  wireOthersDialog();
   $("#sessions-reload").addEventListener("click", (event) => whileBusy(event.currentTarget, "Refreshing…", loadSessions));
   $("#events-reload").addEventListener("click", (event) => whileBusy(event.currentTarget, "Refreshing…", loadEvents));
   $("#password-form").addEventListener("submit", changePassword);

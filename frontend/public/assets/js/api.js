@@ -1,4 +1,4 @@
-// The HTTP contract (api.md) and the token lifecycle, in one place.
+// The HTTP contract (docs/api.md) and the token lifecycle, in one place.
 //
 // The access token lives in this module's memory only: never in localStorage, sessionStorage, a
 // cookie we can read, or a URL. The refresh token is the server's HttpOnly cookie, scoped to
