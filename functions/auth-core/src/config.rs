@@ -49,6 +49,8 @@ pub struct Config {
     pub pbkdf2_iterations: u32,
     pub password_min_score: u8,
     pub login_free_failures: u32,
+    pub login_account_failures: u32,
+    pub max_sessions_per_user: u32,
     pub ip_logins_per_minute: u32,
     pub ip_registrations_per_hour: u32,
     pub trusted_proxies: Vec<IpNet>,
@@ -171,6 +173,8 @@ impl Config {
             )?,
             password_min_score: env.number("AUTH_PASSWORD_MIN_SCORE", 3, 0, 4)?,
             login_free_failures: env.number("AUTH_LOGIN_FREE_FAILURES", 5, 1, 1000)?,
+            login_account_failures: env.number("AUTH_LOGIN_ACCOUNT_FAILURES", 100, 1, 100_000)?,
+            max_sessions_per_user: env.number("AUTH_MAX_SESSIONS_PER_USER", 100, 1, 100_000)?,
             ip_logins_per_minute: env.number("AUTH_IP_LOGINS_PER_MINUTE", 30, 0, 1_000_000)?,
             ip_registrations_per_hour: env.number(
                 "AUTH_IP_REGISTRATIONS_PER_HOUR",

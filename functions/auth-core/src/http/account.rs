@@ -70,9 +70,11 @@ pub struct DeleteAccount {
 pub(crate) async fn delete_account(
     State(auth): State<AppState>,
     AuthUser(subject): AuthUser,
+    Client(client): Client,
     JsonBody(body): JsonBody<DeleteAccount>,
 ) -> Result<Response, Error> {
-    auth.delete_account(subject, &body.password).await?;
+    auth.delete_account(subject, &body.password, &client, OffsetDateTime::now_utc())
+        .await?;
     Ok(no_content())
 }
 

@@ -2,9 +2,10 @@
 
 use time::OffsetDateTime;
 
+use super::limits::PasswordCheck;
 use super::{Account, Auth, ClientInfo, SecurityEvent, record_event};
 use crate::error::Error;
-use crate::password::{self, Verification};
+use crate::password;
 use crate::store::{self, UserRow};
 use crate::token::TokenSubject;
 
@@ -22,18 +23,22 @@ impl Auth {
             .ok_or_else(|| Error::token("account gone"))
     }
 
-    /// Checks `password` against the caller's stored hash in the hashing pool.
-    async fn check_password(&self, user: &UserRow, password: &str) -> Result<(), Error> {
-        // No account can have a password past the length rule: wrong without hashing it.
-        let password = password::password_as_typed(password).ok_or(Error::WrongPassword)?;
-        let (stored, iterations) = (user.password_hash.clone(), self.config.pbkdf2_iterations);
+    /// Re-authentication: the caller's password, checked as a login's is (the same back-off
+    /// and per-network limit, a failure recorded as an event).
+    async fn confirm_password(
+        &self,
+        user: &UserRow,
+        password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let account = Some((user.id, user.password_hash.as_str()));
         match self
-            .hashing
-            .run(move || password::verify_password(&password, &stored, iterations))
-            .await??
+            .check_password(&user.email, account, password, client, now)
+            .await?
         {
-            Verification::Match { .. } => Ok(()),
-            Verification::Mismatch => Err(Error::WrongPassword),
+            PasswordCheck::Matched { .. } => Ok(()),
+            PasswordCheck::Failed => Err(Error::WrongPassword),
         }
     }
 
@@ -48,7 +53,7 @@ impl Auth {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let user = self.current_user(subject).await?;
-        self.check_password(&user, current).await?;
+        self.confirm_password(&user, current, client, now).await?;
         let (email, new_password) = (user.email.clone(), new.to_owned());
         let (min_score, iterations) = (
             self.config.password_min_score,
@@ -70,7 +75,10 @@ impl Auth {
             .await??;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        store::set_password_hash(&tx, user.id, &new_hash).await?;
+        // Two changes racing: the second finds the hash it checked gone.
+        if !store::set_password_hash(&tx, user.id, &user.password_hash, &new_hash).await? {
+            return Err(Error::WrongPassword);
+        }
         store::revoke_other_sessions(&tx, user.id, subject.session_id, now).await?;
         record_event(&tx, user.id, store::EventType::PasswordChanged, client, now).await?;
         tx.commit().await?;
@@ -78,9 +86,15 @@ impl Auth {
     }
 
     /// Deletes the account with its sessions, tokens and events; the email is free again.
-    pub async fn delete_account(&self, subject: TokenSubject, password: &str) -> Result<(), Error> {
+    pub async fn delete_account(
+        &self,
+        subject: TokenSubject,
+        password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
         let user = self.current_user(subject).await?;
-        self.check_password(&user, password).await?;
+        self.confirm_password(&user, password, client, now).await?;
         store::delete_user(&self.pool.get().await?, user.id).await
     }
 

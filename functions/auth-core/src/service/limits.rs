@@ -1,17 +1,30 @@
-//! The per-IP limits and the login back-off, counted in PostgreSQL so that they hold across
-//! every instance.
+//! The per-network limits and the password back-off, counted in PostgreSQL so that they hold
+//! across every instance.
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::{Auth, ClientInfo, to_time};
+use super::{Auth, ClientInfo, record_event};
 use crate::error::Error;
+use crate::password::{self, Verification};
 use crate::store;
 use crate::token;
 
+/// The outcome of a password check that was allowed to run.
+pub(super) enum PasswordCheck {
+    /// The password as typed (normalised), for a re-hash.
+    Matched {
+        password: String,
+        needs_rehash: bool,
+    },
+    Failed,
+}
+
 impl Auth {
-    /// Counts a request against the client's per-IP limit (0 disables it); now and then also
-    /// deletes spent counters and dead sessions, so the tables stay bounded without a separate job.
-    pub(super) async fn limit_per_ip(
+    /// Counts a request against the client network's limit for `action` (0 disables it). A
+    /// request whose address is unknown (a Lambda event without `sourceIp`) is not counted: one
+    /// shared bucket would let any one client lock every other out.
+    pub(super) async fn limit_per_network(
         &self,
         action: &str,
         client: &ClientInfo,
@@ -19,33 +32,94 @@ impl Auth {
         period: time::Duration,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
-        let db = self.pool.get().await?;
-        if getrandom::u32().is_ok_and(|n| n % 64 == 0) {
-            store::prune_expired(&db, now, to_time(self.config.session_idle)).await?;
-        }
+        let Some(network) = client.network.as_deref() else {
+            tracing::debug!(
+                action,
+                "no client address: the per-network limit does not apply"
+            );
+            return Ok(());
+        };
         if limit == 0 {
             return Ok(());
         }
-        let bucket = format!("{action}:{}", client.ip.as_deref().unwrap_or("unknown"));
+        let bucket = format!("{action}:{network}");
+        let db = self.pool.get().await?;
         match store::take_rate_limit(&db, &bucket, limit, period, now).await? {
             None => Ok(()),
             Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
         }
     }
 
-    /// Charges one login attempt for `email` (unparseable ones share one bucket, so the answer
-    /// cannot differ from a real one). Returns the key that a success clears.
-    pub(super) async fn charge_login_attempt(
+    /// Checks a password the way every password check must be checked (login, password change,
+    /// account deletion): within the client network's limit and the email's back-off, the hash
+    /// in the bounded pool, a failure charged after the check and recorded as an event of the
+    /// account, a success clearing the count. `stored_hash` is `None` for an unknown email,
+    /// which costs the same hash as a known one.
+    pub(super) async fn check_password(
         &self,
-        email: Option<&str>,
+        email: &str,
+        account: Option<(Uuid, &str)>,
+        raw_password: &str,
+        client: &ClientInfo,
         now: OffsetDateTime,
-    ) -> Result<[u8; 32], Error> {
-        let email_hash = token::sha256(email.unwrap_or("").as_bytes());
-        let free = i32::try_from(self.config.login_free_failures).unwrap_or(i32::MAX);
+    ) -> Result<PasswordCheck, Error> {
+        self.limit_per_network(
+            "password",
+            client,
+            self.config.ip_logins_per_minute,
+            time::Duration::MINUTE,
+            now,
+        )
+        .await?;
+        let email_hash = token::sha256(email.as_bytes());
+        let waited = store::password_backoff(
+            &self.pool.get().await?,
+            &email_hash,
+            client.network.as_deref(),
+            i32::try_from(self.config.login_free_failures).unwrap_or(i32::MAX),
+            i32::try_from(self.config.login_account_failures).unwrap_or(i32::MAX),
+            now,
+        )
+        .await?;
+        if let Some(retry_after_secs) = waited {
+            return Err(Error::TooManyRequests { retry_after_secs });
+        }
+        // No account can have a password past the length rule: a failure without hashing it.
+        let matched = match password::password_as_typed(raw_password) {
+            Some(password) => {
+                let stored = account.map_or_else(|| self.dummy_hash.clone(), |(_, h)| h.to_owned());
+                let iterations = self.config.pbkdf2_iterations;
+                let checked = password.clone();
+                let verification = self
+                    .hashing
+                    .run(move || password::verify_password(&checked, &stored, iterations))
+                    .await??;
+                match (account, verification) {
+                    (Some(_), Verification::Match { needs_rehash }) => {
+                        Some((password, needs_rehash))
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         let db = self.pool.get().await?;
-        match store::charge_login_attempt(&db, &email_hash, free, now).await? {
-            None => Ok(email_hash),
-            Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
+        match matched {
+            Some((password, needs_rehash)) => {
+                store::clear_password_failures(&db, &email_hash).await?;
+                Ok(PasswordCheck::Matched {
+                    password,
+                    needs_rehash,
+                })
+            }
+            None => {
+                store::record_password_failure(&db, &email_hash, client.network.as_deref(), now)
+                    .await?;
+                if let Some((user_id, _)) = account {
+                    record_event(&db, user_id, store::EventType::LoginFailed, client, now).await?;
+                }
+                Ok(PasswordCheck::Failed)
+            }
         }
     }
 }

@@ -32,14 +32,30 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
     pub ip: Option<String>,
+    /// What the per-network limits and the back-off count by: see [`client_network`].
+    pub network: Option<String>,
     pub user_agent: Option<String>,
 }
 
 impl ClientInfo {
-    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+    pub fn new(ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
         ClientInfo {
-            ip,
+            ip: ip.map(|ip| ip.to_canonical().to_string()),
+            network: ip.map(client_network),
             user_agent: user_agent.map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        }
+    }
+}
+
+/// A client network: an IPv4 address, or the /64 of an IPv6 one (one host is routinely given a
+/// whole /64, so counting single IPv6 addresses would give it 2^64 budgets). An IPv4-mapped IPv6
+/// address is its IPv4 address.
+pub fn client_network(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
         }
     }
 }
@@ -104,6 +120,35 @@ pub struct Auth {
     pub keys: SigningKeys,
     refresh_secret: Vec<u8>,
     dummy_hash: String,
+    /// The pruning task of this instance, stopped with it.
+    housekeeping: tokio::task::AbortHandle,
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        self.housekeeping.abort();
+    }
+}
+
+/// How often each instance deletes what no longer matters (see [`store::prune_expired`]): off
+/// the request path, so that no request waits on a large delete.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn keep_house(pool: Pool, idle_limit: time::Duration) {
+    let mut interval = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; start-up has enough to do.
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if let Err(error) = prune(&pool, OffsetDateTime::now_utc(), idle_limit).await {
+            tracing::warn!(error = %crate::error::cause_chain(&error), "housekeeping postponed");
+        }
+    }
+}
+
+async fn prune(pool: &Pool, now: OffsetDateTime, idle_limit: time::Duration) -> Result<(), Error> {
+    store::prune_expired(&pool.get().await?, now, idle_limit).await
 }
 
 fn to_time(duration: Duration) -> time::Duration {
@@ -153,6 +198,8 @@ impl Auth {
             .await??;
         let keys = SigningKeys::new(&config);
         keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
+        let housekeeping =
+            tokio::spawn(keep_house(pool.clone(), to_time(config.session_idle))).abort_handle();
         Ok(Auth {
             config,
             pool,
@@ -161,7 +208,13 @@ impl Auth {
             keys,
             refresh_secret,
             dummy_hash,
+            housekeeping,
         })
+    }
+
+    /// One pass of the pruning every instance does each minute in the background.
+    pub async fn housekeeping(&self, now: OffsetDateTime) -> Result<(), Error> {
+        prune(&self.pool, now, to_time(self.config.session_idle)).await
     }
 
     pub async fn jwks(&self, now: OffsetDateTime) -> Result<serde_json::Value, Error> {

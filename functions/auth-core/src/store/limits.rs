@@ -7,48 +7,72 @@ use time::OffsetDateTime;
 use super::to_interval;
 use crate::error::Error;
 
-/// One more login attempt for an email, charged before the password is checked so that
-/// concurrent attempts cannot all slip through one back-off window. Returns `Ok(None)` when the
-/// attempt may proceed, or the seconds to wait when it falls inside the back-off.
-pub async fn charge_login_attempt(
+/// The row of `password_failures` that counts an email's failures across every network.
+const EVERY_NETWORK: &str = "*";
+
+/// The seconds to wait before `email_hash` may have its password checked again from `network`,
+/// or `None`. After `free` consecutive failures from one network (or `account_free` across all of
+/// them) each further check waits 2^(n - free) seconds, at most 900, from the last failure.
+pub async fn password_backoff(
     db: &impl GenericClient,
     email_hash: &[u8; 32],
-    free_failures: i32,
+    network: Option<&str>,
+    free: i32,
+    account_free: i32,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, Error> {
-    // Back-off after n >= free consecutive failures: 2^(n - free) seconds, capped at 900.
-    let charged = db
-        .query_opt(
-            "INSERT INTO login_failures AS f (email_hash, failures, last_attempt_at) VALUES ($1, 1, $3) \
-             ON CONFLICT (email_hash) DO UPDATE SET failures = f.failures + 1, last_attempt_at = $3 \
-             WHERE f.failures < $2 OR $3 >= f.last_attempt_at \
-                 + make_interval(secs => least(900, power(2, least(f.failures - $2, 12)))) \
-             RETURNING failures",
-            &[&email_hash.as_slice(), &free_failures, &now],
-        )
-        .await?;
-    if charged.is_some() {
-        return Ok(None);
-    }
     let row = db
         .query_one(
-            "SELECT ceil(extract(epoch FROM last_attempt_at \
-                 + make_interval(secs => least(900, power(2, least(failures - $2, 12)))) - $3))::int8 \
-             FROM login_failures WHERE email_hash = $1",
-            &[&email_hash.as_slice(), &free_failures, &now],
+            "SELECT max(ceil(extract(epoch FROM last_failure_at + make_interval(secs => \
+                 least(900, power(2, least(failures - CASE WHEN network = $5::text THEN $4::int4 ELSE $3::int4 END, 12)))) \
+                 - $6::timestamptz)))::int8 \
+             FROM password_failures \
+             WHERE email_hash = $1 \
+               AND ((network = $5::text AND failures >= $4::int4) OR (network = $2::text AND failures >= $3::int4))",
+            &[
+                &email_hash.as_slice(),
+                &network,
+                &free,
+                &account_free,
+                &EVERY_NETWORK,
+                &now,
+            ],
         )
         .await?;
-    let wait: i64 = row.try_get(0)?;
-    Ok(Some(u64::try_from(wait).unwrap_or(1).max(1)))
+    let wait: Option<i64> = row.try_get(0)?;
+    Ok(wait
+        .filter(|secs| *secs > 0)
+        .map(|secs| u64::try_from(secs).unwrap_or(1)))
 }
 
-/// A successful login ends the run of failures.
-pub async fn clear_login_failures(
+/// One more failed password check for `email_hash`, from `network` and across every network.
+/// Charged after the check, so that a refused attempt (overloaded, throttled) or a correct one
+/// never counts, and correct logins in parallel never trip the back-off.
+pub async fn record_password_failure(
+    db: &impl GenericClient,
+    email_hash: &[u8; 32],
+    network: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    let networks: Vec<&str> = network.into_iter().chain([EVERY_NETWORK]).collect();
+    db.execute(
+        "INSERT INTO password_failures AS f (email_hash, network, failures, last_failure_at) \
+         SELECT $1, n, 1, $3 FROM unnest($2::text[]) AS n \
+         ON CONFLICT (email_hash, network) DO UPDATE \
+         SET failures = f.failures + 1, last_failure_at = greatest(f.last_failure_at, $3)",
+        &[&email_hash.as_slice(), &networks, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A correct password ends every run of failures for the email.
+pub async fn clear_password_failures(
     db: &impl GenericClient,
     email_hash: &[u8; 32],
 ) -> Result<(), Error> {
     db.execute(
-        "DELETE FROM login_failures WHERE email_hash = $1",
+        "DELETE FROM password_failures WHERE email_hash = $1",
         &[&email_hash.as_slice()],
     )
     .await?;
@@ -108,8 +132,8 @@ pub async fn prune_expired(
     .await?;
     // A run of failures older than a day no longer slows anyone down.
     db.execute(
-        "DELETE FROM login_failures WHERE email_hash IN \
-         (SELECT email_hash FROM login_failures WHERE last_attempt_at < $1 LIMIT $2)",
+        "DELETE FROM password_failures WHERE (email_hash, network) IN \
+         (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
         &[&(now - time::Duration::DAY), &PRUNE_BATCH],
     )
     .await?;
