@@ -3,11 +3,12 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::limits::PasswordCheck;
 use super::{
     Account, Auth, ClientInfo, SignedIn, record_event, to_stored_precision, to_time, whole_seconds,
 };
 use crate::error::Error;
-use crate::password::{self, Verification};
+use crate::password;
 use crate::store::{self, NewSession, UserRow};
 use crate::token::{self, AccessTokenSettings, TokenSubject};
 
@@ -58,6 +59,19 @@ impl Auth {
         )
         .await?;
         record_event(tx, user_id, event, client, now).await?;
+        // A cap on live sessions keeps one account from growing without bound; the oldest make
+        // room, and the owner sees that they ended.
+        let ended = store::end_sessions_beyond(
+            tx,
+            user_id,
+            i64::from(self.config.max_sessions_per_user),
+            now,
+            to_time(self.config.session_idle),
+        )
+        .await?;
+        if ended > 0 {
+            record_event(tx, user_id, store::EventType::SessionRevoked, client, now).await?;
+        }
         Ok(started)
     }
 
@@ -97,7 +111,7 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
-        self.limit_per_ip(
+        self.limit_per_network(
             "register",
             client,
             self.config.ip_registrations_per_hour,
@@ -153,64 +167,45 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
-        self.limit_per_ip(
-            "login",
-            client,
-            self.config.ip_logins_per_minute,
-            time::Duration::MINUTE,
-            now,
-        )
-        .await?;
-        let email = password::normalise_email(raw_email).ok();
-        let email_hash = self.charge_login_attempt(email.as_deref(), now).await?;
-        // No account can have a password past the length rule; refuse without hashing 16 KiB.
-        let password =
-            password::password_as_typed(raw_password).ok_or(Error::InvalidCredentials)?;
-        let user = match &email {
-            Some(email) => store::find_user_by_email(&self.pool.get().await?, email).await?,
-            None => None,
+        // An address that cannot be an account's is still counted and hashed like one, so the
+        // answer and its timing say nothing.
+        let email = password::normalise_email(raw_email).unwrap_or_default();
+        let user = if email.is_empty() {
+            None
+        } else {
+            store::find_user_by_email(&self.pool.get().await?, &email).await?
         };
-        // An unknown email costs the same hash as a known one, so neither the answer nor its
-        // timing says whether an account exists.
-        let stored_hash = user
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let iterations = self.config.pbkdf2_iterations;
-        let checked_password = password.clone();
-        let verification = self
-            .hashing
-            .run(move || password::verify_password(&checked_password, &stored_hash, iterations))
-            .await??;
-        let user = match (user, verification) {
-            (Some(user), Verification::Match { needs_rehash }) => {
-                if needs_rehash {
-                    self.rehash(user.id, &user.password_hash, password).await;
-                }
-                user
-            }
-            (Some(user), Verification::Mismatch) => {
-                record_event(
-                    &self.pool.get().await?,
-                    user.id,
-                    store::EventType::LoginFailed,
-                    client,
-                    now,
-                )
-                .await?;
-                return Err(Error::InvalidCredentials);
-            }
-            (None, _) => return Err(Error::InvalidCredentials),
+        let account = user.as_ref().map(|u| (u.id, u.password_hash.as_str()));
+        let PasswordCheck::Matched {
+            password,
+            needs_rehash,
+        } = self
+            .check_password(&email, account, raw_password, client, now)
+            .await?
+        else {
+            return Err(Error::InvalidCredentials);
+        };
+        let Some(user) = user else {
+            return Err(Error::InvalidCredentials);
         };
         let started = {
             let mut db = self.pool.get().await?;
-            store::clear_login_failures(&db, &email_hash).await?;
             let tx = db.transaction().await?;
+            // The session is stored only while the password just checked is still the account's,
+            // with the row locked against a change until it is: a change that committed first
+            // refuses this login, one that comes after ends its session.
+            if !store::lock_user_with_password(&tx, user.id, &user.password_hash).await? {
+                return Err(Error::InvalidCredentials);
+            }
             let started = self
                 .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
                 .await?;
             tx.commit().await?;
             started
         };
+        if needs_rehash {
+            self.rehash(user.id, &user.password_hash, password).await;
+        }
         self.sign_in(
             user.into(),
             started.session_id,

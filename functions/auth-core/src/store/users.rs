@@ -86,17 +86,37 @@ pub async fn replace_password_hash(
     Ok(())
 }
 
+/// Locks the user's row against a password change until the transaction ends, if `hash` is
+/// still its password; `false` when the password has changed since it was read.
+pub async fn lock_user_with_password(
+    tx: &impl GenericClient,
+    user_id: Uuid,
+    hash: &str,
+) -> Result<bool, Error> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE",
+            &[&user_id, &hash],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Sets a new password hash if `old_hash` is still the account's (so of two concurrent changes
+/// only the first wins); `false` when it is not.
 pub async fn set_password_hash(
     db: &impl GenericClient,
     user_id: Uuid,
-    hash: &str,
-) -> Result<(), Error> {
-    db.execute(
-        "UPDATE users SET password_hash = $2 WHERE id = $1",
-        &[&user_id, &hash],
-    )
-    .await?;
-    Ok(())
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, Error> {
+    let changed = db
+        .execute(
+            "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+            &[&user_id, &old_hash, &new_hash],
+        )
+        .await?;
+    Ok(changed == 1)
 }
 
 pub async fn delete_user(db: &impl GenericClient, user_id: Uuid) -> Result<(), Error> {
