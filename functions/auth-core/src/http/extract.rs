@@ -141,7 +141,8 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The client's address. Behind trusted proxies it is the right-most `X-Forwarded-For` entry that
 /// is not itself a trusted proxy; anyone else's header is ignored.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
+    // An IPv4-mapped address is the IPv4 address, for the trusted list and for the counts.
+    let peer = peer?.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
@@ -152,6 +153,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
         .collect();
     Some(
         forwarded
@@ -178,8 +180,7 @@ impl FromRequestParts<AppState> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        let ip =
-            client_ip(peer, &parts.headers, &auth.config.trusted_proxies).map(|ip| ip.to_string());
+        let ip = client_ip(peer, &parts.headers, &auth.config.trusted_proxies);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
