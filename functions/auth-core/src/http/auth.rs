@@ -50,6 +50,7 @@ pub struct LogoutBody {
 pub(crate) async fn register(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
     let signed_in = auth
@@ -60,7 +61,12 @@ pub(crate) async fn register(
             OffsetDateTime::now_utc(),
         )
         .await?;
-    Ok(token_response(&auth, StatusCode::CREATED, signed_in))
+    Ok(token_response(
+        &auth,
+        &headers,
+        StatusCode::CREATED,
+        signed_in,
+    ))
 }
 
 /// Sign in: a new session.
@@ -76,6 +82,7 @@ pub(crate) async fn register(
 pub(crate) async fn login(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
     let result = auth
@@ -97,7 +104,7 @@ pub(crate) async fn login(
         .logins
         .get_or_create(&OutcomeLabels { outcome })
         .inc();
-    Ok(token_response(&auth, StatusCode::OK, result?))
+    Ok(token_response(&auth, &headers, StatusCode::OK, result?))
 }
 
 /// Rotate the refresh token and get a new access token.
@@ -121,7 +128,7 @@ pub(crate) async fn refresh(
     let presented = match body.and_then(|body| body.refresh_token) {
         Some(token) => token,
         None => {
-            let cookie = refresh_cookie_value(&headers).ok_or(Error::InvalidToken {
+            let cookie = refresh_cookie_value(&headers)?.ok_or(Error::InvalidToken {
                 presented: false,
                 reason: "no refresh token",
             })?;
@@ -132,10 +139,10 @@ pub(crate) async fn refresh(
     let signed_in = auth
         .refresh(&presented, &client, OffsetDateTime::now_utc())
         .await?;
-    Ok(token_response(&auth, StatusCode::OK, signed_in))
+    Ok(token_response(&auth, &headers, StatusCode::OK, signed_in))
 }
 
-/// End the session named by the bearer token and/or the refresh token (body or cookie).
+/// End every session named by the bearer token, the body's refresh token and the cookie.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = Option<LogoutBody>, description = "Optional refresh token"),
     security((), ("bearer" = [])),
@@ -152,14 +159,21 @@ pub(crate) async fn logout(
     OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
 ) -> Result<Response, Error> {
     let from_body = body.and_then(|body| body.refresh_token);
-    let from_cookie = refresh_cookie_value(&headers);
-    if from_body.is_none() && from_cookie.is_some() {
+    // An ambiguous cookie names no session of ours; it is cleared with the rest.
+    let from_cookie = refresh_cookie_value(&headers).ok().flatten();
+    if from_cookie.is_some() {
         check_origin(&auth, &headers)?;
     }
-    let refresh = from_body.as_deref().or(from_cookie.as_deref());
+    // Every session the request names ends: a junk token in the body must not leave the
+    // cookie's session alive while the cookie is cleared.
+    let refresh: Vec<&str> = from_body
+        .iter()
+        .chain(&from_cookie)
+        .map(String::as_str)
+        .collect();
     auth.logout(
         bearer_token(&headers),
-        refresh,
+        &refresh,
         &client,
         OffsetDateTime::now_utc(),
     )

@@ -13,16 +13,26 @@ use crate::service::{Auth, SignedIn};
 
 const COOKIE_PATH: &str = "/api/v1/auth";
 
-/// The refresh token the request's cookie carries, if any.
-pub(super) fn refresh_cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The refresh token the request's cookie carries, if any. Two different ones mean that a cookie
+/// of the same name was planted for a wider path or a parent domain, and the browser does not say
+/// which is ours: the ambiguity is refused rather than risk signing the user in to someone
+/// else's session.
+pub(super) fn refresh_cookie_value(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == REFRESH_COOKIE)
-        .map(|cookie| cookie.value().to_owned())
+        .filter(|cookie| cookie.name() == REFRESH_COOKIE)
+        .map(|cookie| cookie.value().to_owned());
+    let first = values.next();
+    if let Some(first) = &first
+        && values.any(|other| &other != first)
+    {
+        return Err(Error::token("several different refresh cookies"));
+    }
+    Ok(first)
 }
 
 /// `Set-Cookie` for the refresh token; an empty token with `max_age` 0 clears it.
@@ -60,9 +70,17 @@ pub(super) fn check_origin(auth: &Auth, headers: &HeaderMap) -> Result<(), Error
     }
 }
 
-/// The token response of register, login and refresh, with the refresh cookie.
-pub(super) fn token_response(auth: &Auth, status: StatusCode, signed_in: SignedIn) -> Response {
+/// The token response of register, login and refresh, with the refresh cookie. A request with
+/// `Origin` comes from a browser, which holds the refresh token in the cookie only: script on
+/// the page never sees it, so injected script cannot carry a session away.
+pub(super) fn token_response(
+    auth: &Auth,
+    request: &HeaderMap,
+    status: StatusCode,
+    signed_in: SignedIn,
+) -> Response {
     let cookie = refresh_cookie(auth, &signed_in.refresh_token, signed_in.refresh_expires_in);
+    let body = TokenResponse::new(signed_in, !request.contains_key(header::ORIGIN));
     (
         status,
         AppendHeaders([
@@ -70,7 +88,7 @@ pub(super) fn token_response(auth: &Auth, status: StatusCode, signed_in: SignedI
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
             (header::SET_COOKIE, cookie),
         ]),
-        Json(TokenResponse::from(signed_in)),
+        Json(body),
     )
         .into_response()
 }
@@ -87,11 +105,21 @@ mod tests {
 
     #[test]
     fn the_refresh_cookie_is_found_among_others() {
+        let value = |header: &str| refresh_cookie_value(&cookies(header)).unwrap();
+        assert_eq!(value("a=1; refresh_token=xyz; b=2").as_deref(), Some("xyz"));
+        assert_eq!(value("refresh=xyz"), None);
+        assert_eq!(refresh_cookie_value(&HeaderMap::new()).unwrap(), None);
+        // The same cookie twice (sent for two matching paths) is not ambiguous.
         assert_eq!(
-            refresh_cookie_value(&cookies("a=1; refresh_token=xyz; b=2")).as_deref(),
+            value("refresh_token=xyz; refresh_token=xyz").as_deref(),
             Some("xyz")
         );
-        assert_eq!(refresh_cookie_value(&cookies("refresh=xyz")), None);
-        assert_eq!(refresh_cookie_value(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn two_different_refresh_cookies_are_refused() {
+        assert!(
+            refresh_cookie_value(&cookies("refresh_token=ours; refresh_token=planted")).is_err()
+        );
     }
 }

@@ -95,18 +95,21 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub access_token: String,
     pub expires_in: u64,
-    pub refresh_token: String,
+    /// Absent when the request carried an `Origin` header (a browser): the refresh token is then
+    /// only in the HttpOnly cookie, out of reach of script on the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub refresh_expires_in: u64,
     pub user: UserView,
 }
 
-impl From<SignedIn> for TokenResponse {
-    fn from(signed_in: SignedIn) -> Self {
+impl TokenResponse {
+    pub fn new(signed_in: SignedIn, with_refresh_token: bool) -> Self {
         TokenResponse {
             token_type: "Bearer",
             access_token: signed_in.access_token,
             expires_in: signed_in.expires_in,
-            refresh_token: signed_in.refresh_token,
+            refresh_token: with_refresh_token.then_some(signed_in.refresh_token),
             refresh_expires_in: signed_in.refresh_expires_in,
             user: signed_in.account.into(),
         }

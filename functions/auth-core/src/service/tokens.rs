@@ -67,12 +67,12 @@ impl Auth {
         .await
     }
 
-    /// Ends the session named by a valid access token and/or a refresh token. Unknown or dead
-    /// tokens are not an error: the caller is signed out either way.
+    /// Ends every session named by a valid access token or one of the refresh tokens. Unknown or
+    /// dead tokens are not an error: the caller is signed out either way.
     pub async fn logout(
         &self,
         bearer: Option<&str>,
-        refresh: Option<&str>,
+        refresh: &[&str],
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
@@ -84,15 +84,20 @@ impl Auth {
         {
             sessions.push(subject.session_id);
         }
-        if let Some(refresh) = refresh.filter(|token| token::looks_like_refresh_token(token))
-            && let Some(session_id) = store::session_for_refresh_token(
+        for refresh in refresh
+            .iter()
+            .filter(|token| token::looks_like_refresh_token(token))
+        {
+            if let Some(session_id) = store::session_for_refresh_token(
                 &self.pool.get().await?,
                 &token::refresh_token_hash(refresh),
             )
             .await?
-        {
-            sessions.push(session_id);
+            {
+                sessions.push(session_id);
+            }
         }
+        sessions.dedup();
         for session_id in sessions {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
