@@ -103,11 +103,12 @@ fn encoding_key(alg: SigningAlg, pkcs8: &[u8]) -> EncodingKey {
     }
 }
 
-/// A key as loaded from the database; `private_key` is sealed when `encrypted`.
+/// A key as loaded from the database; `private_key` is sealed when `encrypted`, and gone once
+/// the key is retired.
 pub struct StoredKey {
     pub kid: String,
     pub alg: SigningAlg,
-    pub private_key: Vec<u8>,
+    pub private_key: Option<Vec<u8>>,
     pub encrypted: bool,
     pub public_jwk: serde_json::Value,
     pub signs_from: OffsetDateTime,
@@ -117,7 +118,8 @@ pub struct StoredKey {
 struct LoadedKey {
     kid: String,
     alg: SigningAlg,
-    encoding: EncodingKey,
+    /// `None` once the key is retired and its private half wiped.
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
     public_jwk: serde_json::Value,
     signs_from: OffsetDateTime,
@@ -144,14 +146,20 @@ impl KeyRing {
         stored.sort_by_key(|key| key.signs_from);
         let mut keys = Vec::with_capacity(stored.len());
         for key in stored {
-            let private_pkcs8 =
-                crate::seal::unprotect(kek, &key.kid, key.private_key, key.encrypted)?;
+            let encoding = match key.private_key {
+                Some(sealed) => {
+                    let private_pkcs8 =
+                        crate::seal::unprotect(kek, &key.kid, sealed, key.encrypted)?;
+                    Some(encoding_key(key.alg, &private_pkcs8))
+                }
+                None => None,
+            };
             let jwk: Jwk = serde_json::from_value(key.public_jwk.clone())
                 .map_err(|e| Error::internal("stored public key", e))?;
             let decoding =
                 DecodingKey::from_jwk(&jwk).map_err(|e| Error::internal("stored public key", e))?;
             keys.push(LoadedKey {
-                encoding: encoding_key(key.alg, &private_pkcs8),
+                encoding,
                 decoding,
                 kid: key.kid,
                 alg: key.alg,
@@ -179,6 +187,49 @@ impl KeyRing {
             .find(|key| key.alg == alg && key.signs_from <= now)
     }
 
+    /// When the key at `index` is retired: once its successor has signed for longer than any
+    /// token lives (plus the clock leeway), no valid token can carry it. `None` while it is the
+    /// newest key of its algorithm.
+    fn retired_at(&self, index: usize, access_ttl: Duration) -> Option<OffsetDateTime> {
+        let key = &self.keys[index];
+        let still_valid_for =
+            time::Duration::try_from(access_ttl + Duration::from_secs(LEEWAY_SECS))
+                .unwrap_or(time::Duration::DAY);
+        self.keys[index + 1..]
+            .iter()
+            .find(|later| later.alg == key.alg)
+            .map(|later| later.signs_from + still_valid_for)
+    }
+
+    fn is_retired(&self, index: usize, now: OffsetDateTime, access_ttl: Duration) -> bool {
+        self.retired_at(index, access_ttl)
+            .is_some_and(|retired_at| retired_at <= now)
+    }
+
+    /// Drops the private half of the named keys from memory, as it was from the database.
+    pub fn forget_private_halves(&mut self, kids: &[String]) {
+        for key in &mut self.keys {
+            if kids.contains(&key.kid) {
+                key.encoding = None;
+            }
+        }
+    }
+
+    /// The keys retired at `now` whose private half is still loaded: to be wiped from the
+    /// database, so that no copy of it (an old backup) can mint a token again.
+    pub fn retired_with_private_half(
+        &self,
+        now: OffsetDateTime,
+        access_ttl: Duration,
+    ) -> Vec<String> {
+        (0..self.keys.len())
+            .filter(|&index| {
+                self.keys[index].encoding.is_some() && self.is_retired(index, now, access_ttl)
+            })
+            .map(|index| self.keys[index].kid.clone())
+            .collect()
+    }
+
     pub fn can_sign(&self, alg: SigningAlg, now: OffsetDateTime) -> bool {
         self.signing_key(alg, now).is_some()
     }
@@ -186,25 +237,9 @@ impl KeyRing {
     /// The public keys a verifier needs at `now`: each key that signed a token that may still be
     /// valid, the key signing now, and the next key, published before it signs anything.
     pub fn jwks(&self, now: OffsetDateTime, access_ttl: Duration) -> serde_json::Value {
-        let still_valid_for =
-            time::Duration::try_from(access_ttl + Duration::from_secs(LEEWAY_SECS))
-                .unwrap_or(time::Duration::DAY);
-        let keys: Vec<&serde_json::Value> = self
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(index, key)| {
-                let successor_since = self.keys[index + 1..]
-                    .iter()
-                    .find(|later| later.alg == key.alg)
-                    .map(|later| later.signs_from);
-                match successor_since {
-                    // Retired once its successor started signing; kept while its tokens live.
-                    Some(since) if since <= now => now < since + still_valid_for,
-                    _ => true,
-                }
-            })
-            .map(|(_, key)| &key.public_jwk)
+        let keys: Vec<&serde_json::Value> = (0..self.keys.len())
+            .filter(|&index| !self.is_retired(index, now, access_ttl))
+            .map(|index| &self.keys[index].public_jwk)
             .collect();
         serde_json::json!({ "keys": keys })
     }
@@ -257,7 +292,11 @@ pub fn issue_access_token(
     let mut header = Header::new(jwt_algorithm(key.alg));
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
     header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| Error::internal("signing", e))
+    let encoding = key
+        .encoding
+        .as_ref()
+        .ok_or_else(|| Error::internal("signing", "the signing key's private half is gone"))?;
+    jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| Error::internal("signing", e))
 }
 
 /// Why a token was refused, before the session check. `UnknownKey` lets the caller reload the
@@ -304,6 +343,10 @@ pub fn verify_access_token(
     let key = &ring.keys[index];
     if key.alg != settings.alg {
         return Err(Rejection::Invalid("algorithm not allowed"));
+    }
+    // What the JWKS no longer publishes verifies nothing here either.
+    if ring.is_retired(index, now, settings.ttl) {
+        return Err(Rejection::Invalid("retired key"));
     }
     let mut validation = Validation::new(jwt_algorithm(settings.alg));
     validation.leeway = LEEWAY_SECS;
@@ -379,7 +422,7 @@ mod tests {
             vec![StoredKey {
                 kid: key.kid,
                 alg: key.alg,
-                private_key: key.private_pkcs8,
+                private_key: Some(key.private_pkcs8),
                 encrypted: false,
                 public_jwk: key.public_jwk,
                 signs_from: OffsetDateTime::UNIX_EPOCH,

@@ -52,6 +52,8 @@ pub struct SigningKeys {
     alg: SigningAlg,
     rotation: Duration,
     kek: Option<[u8; 32]>,
+    /// How long a retired key's tokens may live: it verifies (and is published) until then.
+    access_ttl: Duration,
     ring: RwLock<Arc<KeyRing>>,
     /// One reload or rotation at a time per instance; the database lock orders instances.
     maintenance: tokio::sync::Mutex<()>,
@@ -64,6 +66,7 @@ impl SigningKeys {
             alg: config.signing_alg,
             rotation: config.key_rotation,
             kek: config.key_encryption_key,
+            access_ttl: config.access_ttl,
             ring: RwLock::new(Arc::new(KeyRing::empty())),
             maintenance: tokio::sync::Mutex::new(()),
             last_unknown_kid_reload: std::sync::Mutex::new(None),
@@ -115,9 +118,20 @@ impl SigningKeys {
                 crate::seal::protect(self.kek.as_ref(), &key.kid, &key.private_pkcs8)?;
             store::insert_key(&tx, &key, &private_key, encrypted, *signs_from, now).await?;
         }
-        let stored = store::load_keys(&tx).await?;
+        let mut ring = KeyRing::new(store::load_keys(&tx).await?, self.kek.as_ref())?;
+        let retired = ring.retired_with_private_half(now, self.access_ttl);
+        if !retired.is_empty() {
+            store::wipe_private_keys(&tx, &retired).await?;
+            ring.forget_private_halves(&retired);
+        }
         tx.commit().await?;
         drop(db);
+        if !retired.is_empty() {
+            tracing::info!(
+                retired = retired.len(),
+                "wiped the private half of retired signing keys"
+            );
+        }
         if !planned.is_empty() {
             tracing::info!(
                 added = planned.len(),
@@ -125,7 +139,7 @@ impl SigningKeys {
                 "created signing keys"
             );
         }
-        self.replace_ring(KeyRing::new(stored, self.kek.as_ref())?);
+        self.replace_ring(ring);
         Ok(())
     }
 

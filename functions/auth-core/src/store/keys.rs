@@ -94,6 +94,16 @@ pub async fn load_keys(db: &impl GenericClient) -> Result<Vec<StoredKey>, Error>
         .collect()
 }
 
+/// Wipes the private half of retired keys; their public half stays for the record.
+pub async fn wipe_private_keys(tx: &impl GenericClient, kids: &[String]) -> Result<(), Error> {
+    tx.execute(
+        "UPDATE signing_keys SET private_key = NULL WHERE kid = ANY($1) AND private_key IS NOT NULL",
+        &[&kids],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Stores a secret unless an instance already has; [`read_secret`] then returns the one that won.
 pub async fn insert_secret_if_absent(
     db: &impl GenericClient,
