@@ -20,6 +20,8 @@ impl Auth {
             subject.user_id,
             now,
             to_time(self.config.session_idle),
+            // No more than the cap can be live; the bound holds even if the cap was lowered.
+            i64::from(self.config.max_sessions_per_user),
         )
         .await?;
         Ok(rows

@@ -32,17 +32,20 @@ mod users;
 pub use events::{EventRow, EventType, recent_events, record_event};
 pub use keys::{
     KeyScheduleEntry, applied_migration_version, insert_key, insert_secret_if_absent, key_schedule,
-    load_keys, lock_key_schedule, read_secret,
+    load_keys, lock_key_schedule, read_secret, wipe_private_keys,
 };
-pub use limits::{charge_login_attempt, clear_login_failures, prune_expired, take_rate_limit};
+pub use limits::{
+    clear_password_failures, password_backoff, prune_expired, record_password_failure,
+    take_rate_limit,
+};
 pub use sessions::{
-    NewSession, RotatedSession, Rotation, SessionRow, live_sessions, revoke_other_sessions,
-    revoke_session, revoke_user_session, rotate_refresh_token, session_for_refresh_token,
-    session_is_alive, start_session,
+    NewSession, RotatedSession, Rotation, SessionRow, end_sessions_beyond, live_sessions,
+    revoke_other_sessions, revoke_session, revoke_user_session, rotate_refresh_token,
+    session_for_refresh_token, session_is_alive, start_session,
 };
 pub use users::{
-    UserRow, delete_user, find_user, find_user_by_email, insert_user, replace_password_hash,
-    set_password_hash,
+    UserRow, delete_user, find_user, find_user_by_email, insert_user, lock_user_with_password,
+    replace_password_hash, set_password_hash,
 };
 
 /// Durations travel as seconds for `make_interval`: tokio-postgres has no `interval` mapping.

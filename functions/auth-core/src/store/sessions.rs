@@ -52,6 +52,9 @@ async fn insert_refresh_token(
     Ok(())
 }
 
+/// Used refresh tokens each session keeps for reuse detection.
+const USED_TOKENS_KEPT: i64 = 16;
+
 /// A session that a refresh may continue, with its account.
 pub struct RotatedSession {
     pub session_id: Uuid,
@@ -84,8 +87,10 @@ pub async fn rotate_refresh_token(
 ) -> Result<Rotation, Error> {
     let row = db
         .query_opt(
+            // The grace is measured on the database's clock, which used_at was stamped with:
+            // instances whose clocks disagree still agree on what is a reuse.
             concat!(
-                "SELECT rt.used_at, ",
+                "SELECT rt.used_at IS NOT NULL, clock_timestamp() - rt.used_at <= make_interval(secs => $4), ",
                 session_is_live!("$2", "$3"),
                 " AS live, s.id, s.expires_at, ",
                 user_columns!(),
@@ -93,30 +98,46 @@ pub async fn rotate_refresh_token(
                  JOIN users u ON u.id = s.user_id \
                  WHERE rt.token_hash = $1 FOR UPDATE OF rt, s"
             ),
-            &[&presented_hash.as_slice(), &now, &(now - idle_limit)],
+            &[
+                &presented_hash.as_slice(),
+                &now,
+                &(now - idle_limit),
+                &super::to_interval(reuse_grace),
+            ],
         )
         .await?;
     let Some(row) = row else {
         return Ok(Rotation::Refused("unknown refresh token"));
     };
-    let used_at: Option<OffsetDateTime> = row.try_get(0)?;
-    let live: bool = row.try_get(1)?;
+    let used: bool = row.try_get(0)?;
+    let within_grace: Option<bool> = row.try_get(1)?;
+    let live: bool = row.try_get(2)?;
     let session = RotatedSession {
-        session_id: row.try_get(2)?,
-        expires_at: row.try_get(3)?,
-        user: user_from(&row, 4)?,
+        session_id: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+        user: user_from(&row, 5)?,
     };
     if !live {
         return Ok(Rotation::Refused("session ended"));
     }
-    match used_at {
-        None => {
+    match (used, within_grace) {
+        (false, _) => {
             db.execute(
-                "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
-                &[&presented_hash.as_slice(), &now],
+                "UPDATE refresh_tokens SET used_at = clock_timestamp() WHERE token_hash = $1",
+                &[&presented_hash.as_slice()],
             )
             .await?;
             insert_refresh_token(db, successor_hash, session.session_id, now).await?;
+            // A session keeps the last few used tokens, enough to recognise the reuse of a
+            // stolen one (the thief or the owner presents an old token soon after the other
+            // rotated), not one row per refresh for the session's whole life.
+            db.execute(
+                "DELETE FROM refresh_tokens WHERE session_id = $1 AND used_at IS NOT NULL \
+                 AND token_hash NOT IN (SELECT token_hash FROM refresh_tokens \
+                     WHERE session_id = $1 AND used_at IS NOT NULL ORDER BY used_at DESC LIMIT $2)",
+                &[&session.session_id, &USED_TOKENS_KEPT],
+            )
+            .await?;
             db.execute(
                 "UPDATE sessions SET last_used_at = $2 WHERE id = $1",
                 &[&session.session_id, &now],
@@ -124,8 +145,8 @@ pub async fn rotate_refresh_token(
             .await?;
             Ok(Rotation::Rotated(session))
         }
-        Some(used_at) if now - used_at <= reuse_grace => Ok(Rotation::Repeated(session)),
-        Some(_) => {
+        (true, Some(true)) => Ok(Rotation::Repeated(session)),
+        (true, _) => {
             revoke_session(db, session.session_id, now).await?;
             Ok(Rotation::Reused {
                 session_id: session.session_id,
@@ -192,12 +213,34 @@ pub struct SessionRow {
     pub user_agent: Option<String>,
 }
 
-/// The user's live sessions, newest first.
+/// Ends the user's oldest live sessions beyond `keep`; returns how many ended.
+pub async fn end_sessions_beyond(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    keep: i64,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<u64, Error> {
+    Ok(db
+        .execute(
+            concat!(
+                "UPDATE sessions SET revoked_at = $2 WHERE id IN ( \
+                     SELECT s.id FROM sessions s WHERE s.user_id = $1 AND ",
+                session_is_live!("$2", "$3"),
+                " ORDER BY s.created_at DESC, s.id DESC OFFSET $4)"
+            ),
+            &[&user_id, &now, &(now - idle_limit), &keep],
+        )
+        .await?)
+}
+
+/// The user's live sessions, newest first, at most `limit`.
 pub async fn live_sessions(
     db: &impl GenericClient,
     user_id: Uuid,
     now: OffsetDateTime,
     idle_limit: time::Duration,
+    limit: i64,
 ) -> Result<Vec<SessionRow>, Error> {
     let rows = db
         .query(
@@ -205,9 +248,9 @@ pub async fn live_sessions(
                 "SELECT s.id, s.created_at, s.last_used_at, s.expires_at, s.ip, s.user_agent \
                  FROM sessions s WHERE s.user_id = $1 AND ",
                 session_is_live!("$2", "$3"),
-                " ORDER BY s.created_at DESC, s.id DESC"
+                " ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
             ),
-            &[&user_id, &now, &(now - idle_limit)],
+            &[&user_id, &now, &(now - idle_limit), &limit],
         )
         .await?;
     rows.iter()
