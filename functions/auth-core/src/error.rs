@@ -416,12 +416,18 @@ impl From<tokio_postgres::Error> for Error {
             return Error::Unavailable(Box::new(error));
         }
         // The server's own message is what an operator needs; Display alone says "db error".
+        // Its DETAIL is left out: it quotes row contents (an email, a hash) into the log.
         let described = match error.as_db_error() {
             Some(db) => format!(
-                "{} ({}): {}",
+                "{} ({}){}{}",
                 db.message(),
                 db.code().code(),
-                db.detail().unwrap_or("")
+                db.table()
+                    .map(|t| format!(" table {t}"))
+                    .unwrap_or_default(),
+                db.constraint()
+                    .map(|c| format!(" constraint {c}"))
+                    .unwrap_or_default()
             ),
             None => cause_chain(&error),
         };

@@ -18,8 +18,20 @@ const HASH_LEN: usize = 32;
 const MAX_STORED_ITERATIONS: u32 = 100_000_000;
 
 /// Trims and lower-cases an email, or says in words why it is not one.
+/// Characters that show nothing or reorder text: an address holding one can look identical to
+/// another account's in every list and mail client.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
 pub fn normalise_email(raw: &str) -> Result<String, Vec<String>> {
-    let email = raw.trim().to_lowercase();
+    // NFC first, so that the same address typed with composed or decomposed accents is one
+    // account; then lower case.
+    let email = raw.trim().nfc().collect::<String>().to_lowercase();
     let mut reasons = Vec::new();
     let length = email.chars().count();
     if !(3..=254).contains(&length) {
@@ -27,6 +39,9 @@ pub fn normalise_email(raw: &str) -> Result<String, Vec<String>> {
     }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         reasons.push("Email must not contain spaces or control characters.".to_owned());
+    }
+    if email.chars().any(is_invisible_or_bidi) {
+        reasons.push("Email must not contain invisible or text-direction characters.".to_owned());
     }
     match email.split_once('@') {
         Some((local, domain)) if !domain.contains('@') => {
