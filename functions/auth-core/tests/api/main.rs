@@ -16,6 +16,7 @@ mod protocol;
 mod refresh;
 mod register;
 mod resilience;
+mod security;
 mod sessions;
 mod tls;
 mod tokens;
