@@ -154,3 +154,27 @@ async fn an_unreachable_database_answers_503_unavailable_rather_than_a_bare_500(
     reply.assert_problem(503, "unavailable");
     assert!(!reply.text.contains("127.0.0.1"), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn events_without_a_source_ip_do_not_share_one_network_budget() {
+    let db = TestDatabase::create().await;
+    let app = app_on(&db.url, &[("AUTH_IP_LOGINS_PER_MINUTE", "1")]).await;
+    let mut anonymous = event("auth-login-function-url.json");
+    anonymous["requestContext"]["http"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sourceIp");
+    // Two clients API Gateway could not place: one bucket for both would let either lock the
+    // other (and every such client) out.
+    for attempt in 0..3 {
+        let reply = send(&app, &anonymous).await;
+        assert_eq!(reply.status, 401, "attempt {attempt}: {}", reply.text);
+    }
+    // A placed client still has its own budget.
+    send(&app, &event("auth-login-function-url.json"))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    send(&app, &event("auth-login-function-url.json"))
+        .await
+        .assert_problem(429, "too_many_requests");
+}
