@@ -593,7 +593,9 @@ class DeployLambda:
         self.folder = folder
         (self.port,) = free_ports(1)
         self.process = None
-        variables = template()["Resources"]["DeployFunction"]["Properties"]["Environment"]["Variables"]
+        properties = template()["Resources"]["DeployFunction"]["Properties"]
+        self.timeout = int(properties["Timeout"])
+        variables = properties["Environment"]["Variables"]
         # template.yaml's settings for the function; what CloudFormation fills in from the stack
         # (!Ref, !Sub) is this run's: the local registry, the document's name, the default tag.
         fixed = {k: v for k, v in variables.items() if isinstance(v, str)}
@@ -626,6 +628,8 @@ class DeployLambda:
                 "cargo", "lambda", "watch", "--package", "deploy", "--bin", "deploy",
                 "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
                 "--ignore-changes", "--env-file", str(env_file),
+                # The function's timeout in template.yaml (the invocation's deadline).
+                "--timeout", str(self.timeout),
             ],
             cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
         )
