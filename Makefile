@@ -43,8 +43,18 @@ image:
 test-deploy:
 	scripts/test-deploy.sh
 
-# The GitHub Actions workflows, offline: GitHub's workflow schema (check-jsonschema) and the
-# pipeline's shape (pytest, tests/workflows/). Installs its pinned Python tools when missing.
+# The deploy chain as one chain (tests/chain/): the image pushed to a local registry and moto's
+# ECR, the push event from its real digest, the deploy Lambda (cargo lambda) against moto's ECR and
+# SSM, the SSM document's own script on two local back-end hosts behind frontend/nginx.conf, under
+# load: a swap without a failed request, then a release that never gets ready rolled back on the
+# first host and the roll stopped there. Needs Docker and root; installs what it lacks. ARGS to pytest.
+.PHONY: test-chain
+test-chain:
+	scripts/test-chain.sh $(ARGS)
+
+# The GitHub Actions workflows, offline: GitHub's workflow schema (check-jsonschema), the
+# pipeline's shape (pytest, tests/workflows/) and zizmor --offline (nothing above low).
+# Installs its pinned Python tools when missing.
 .PHONY: test-workflows
 test-workflows:
 	scripts/test-workflows.sh

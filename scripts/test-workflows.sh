@@ -5,6 +5,8 @@
 #   2. the pipeline's shape (pytest tests/workflows/): triggers per branch, promotion only after
 #      the checks, the release after it, per-job permissions, OIDC and ECR, pins, caching, and
 #      that every make target and script a workflow calls exists; shellcheck on every run block
+#   3. zizmor --offline: no finding above "low"; each one silenced in a workflow says why inline
+#      (`# zizmor: ignore[audit] reason`), and every action is pinned to a commit sha
 # The pinned tools (tests/workflows/requirements.txt) are installed with pip when one is missing
 # or at another version: into the active virtualenv, as root into the Python itself, else --user.
 set -euo pipefail
@@ -57,3 +59,14 @@ python3 -m check_jsonschema --builtin-schema custom.github-workflows-require-tim
 
 echo "==> the pipeline's shape (pytest tests/workflows)"
 python3 -m pytest -c tests/workflows/pytest.ini tests/workflows
+
+# pip puts zizmor's binary beside the Python's scripts, or the user's with --user.
+zizmor=$(command -v zizmor || python3 -c 'import os, sysconfig
+for scheme in (None, f"{os.name}_user"):
+    path = os.path.join(sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts"), "zizmor")
+    if os.access(path, os.X_OK):
+        print(path)
+        break')
+[ -n "$zizmor" ] || { echo "test-workflows: zizmor is installed but its binary is not found" >&2; exit 1; }
+echo "==> zizmor --offline: no finding above low ($("$zizmor" --version))"
+"$zizmor" --offline --no-progress --min-severity medium .github/workflows

@@ -62,18 +62,28 @@ pub enum DeployError {
     },
 }
 
+/// Each instance's status, then the output tail of the first one that did not succeed: the
+/// failure record (and the dead-letter queue message) says why without a trip to SSM.
 fn summary(instances: &[InstanceOutcome]) -> String {
     if instances.is_empty() {
         return "no instance reported yet".to_owned();
     }
-    instances
+    let statuses = instances
         .iter()
         .map(|i| match &i.details {
             Some(details) if details != &i.status => format!("{} {} ({details})", i.id, i.status),
             _ => format!("{} {}", i.id, i.status),
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let tail = instances
+        .iter()
+        .find(|i| !i.succeeded() && i.output_tail.is_some())
+        .and_then(|i| i.output_tail.as_deref().map(|tail| (&i.id, tail)));
+    match tail {
+        Some((id, tail)) => format!("{statuses}; the output of {id} ends:\n{tail}"),
+        None => statuses,
+    }
 }
 
 impl DeployError {

@@ -274,6 +274,19 @@ async fn an_instance_that_fails_fails_the_invocation_with_the_command_id_and_its
     assert_eq!(diagnostic.error_type, "Deploy.Failed");
     assert!(diagnostic.error_message.contains(COMMAND_ID));
     assert!(diagnostic.error_message.contains("i-0aaa Failed"));
+    // The host's own words reach the failure record (and the dead-letter queue).
+    assert!(
+        diagnostic
+            .error_message
+            .contains("the output of i-0aaa ends:\n--- stdout (end) ---"),
+        "{}",
+        diagnostic.error_message
+    );
+    assert!(
+        diagnostic.error_message.contains("not ready within 120s"),
+        "{}",
+        diagnostic.error_message
+    );
 
     let log = logs.text();
     let line = log

@@ -1,0 +1,705 @@
+"""The pieces of the deploy chain on this machine, for tests/chain/test_chain.py.
+
+Each class is one link as it exists on AWS, played here by the real program where one exists:
+
+- Registry: Debian's docker-registry on 127.0.0.1, where `docker push` puts the image (ECR's
+  role for the hosts: they pull from it, by digest).
+- the ECR API: moto's server. The pushed image's manifest and blobs are copied into moto's ECR
+  through the same layer-upload calls `docker push` makes against ECR, under the same digest, so
+  that the deploy Lambda's DescribeImages confirms the real digest.
+- SsmAgent: what moto cannot emulate. moto records SendCommand (document, parameters, targets
+  resolved from EC2 tags) but marks every invocation Success at once and runs nothing. The agent
+  takes each command from moto as it is sent, reads the document back from moto (created from
+  template.yaml's DeployDocument content), checks the parameters against the document's
+  allowedPattern, substitutes them into the runShellScript lines, and runs that script on each
+  target "host" one at a time, stopping at the first error (MaxConcurrency 1 and MaxErrors 0, the
+  only rate control it emulates: it refuses any other). It writes status, exit code and output
+  back into moto's invocation records, which GetCommandInvocation and ListCommands then serve to
+  the Lambda, as SSM does with what its agents report.
+- Host: a back-end host. Its own folder, ports, nginx and latchkey-deploy settings; the SSM
+  script runs in a private mount namespace where /usr/local/sbin holds the repository's
+  api-container/deploy/latchkey-deploy, so the document's own command line runs unchanged. All
+  hosts share this machine's one Docker engine (an image pulled by one is on the other).
+- Frontend: nginx with the real frontend/nginx.conf, rendered as infra/host/bootstrap.sh renders
+  it (one `server` line per back-end), in front of the hosts.
+- DeployLambda: the deploy function through the Lambda runtime API (`cargo lambda watch` and
+  `cargo lambda invoke`), with template.yaml's environment for the function.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+REPOSITORY = "latchkey-api"
+TAG_KEY = "latchkey-role"
+TAG_VALUE = "api"
+DOCUMENT = "latchkey-deploy"
+# SSM keeps the first 24,000 characters of standard output and 8,000 of standard error.
+STDOUT_LIMIT = 24000
+STDERR_LIMIT = 8000
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run(*command: str, env: dict | None = None, cwd: Path = ROOT, timeout: float = 900) -> str:
+    """Runs a command, returns its standard output; on failure raises with both streams."""
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}"
+            f"\n--- stderr\n{done.stderr[-3000:]}"
+        )
+    return done.stdout
+
+
+def wait_for(what: str, seconds: float, check) -> None:
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as error:  # noqa: BLE001 - reported if it never succeeds
+            last = error
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not within {seconds}s (last error: {last!r})")
+
+
+def port_answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class CfnLoader(yaml.SafeLoader):
+    """CloudFormation YAML: !Ref, !Sub and the others become {"Fn::...": value} maps."""
+
+
+def _cfn_tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {("Ref" if suffix == "Ref" else "Fn::" + suffix): value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def template() -> dict:
+    with open(ROOT / "template.yaml", encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and the registry
+
+
+class Registry:
+    """docker-registry on 127.0.0.1, with its storage in `folder`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        (self.port,) = free_ports(1)
+        self.host = f"127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.folder}/data\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        log = open(self.folder / "registry.log", "w")  # noqa: SIM115 - kept for the process
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=log, stderr=log
+        )
+        wait_for("the registry answering", 30, lambda: self._get("/v2/").status == 200)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    MANIFEST_TYPES = ", ".join(
+        [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ]
+    )
+
+    def _get(self, path: str, accept: str | None = None):
+        request = urllib.request.Request(f"http://{self.host}{path}")
+        if accept:
+            request.add_header("Accept", accept)
+        return urllib.request.urlopen(request, timeout=30)  # noqa: S310 - 127.0.0.1 only
+
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """(manifest bytes, media type, the registry's digest for them)."""
+        with self._get(f"/v2/{repository}/manifests/{reference}", self.MANIFEST_TYPES) as reply:
+            return (
+                reply.read(),
+                reply.headers["Content-Type"],
+                reply.headers["Docker-Content-Digest"],
+            )
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        with self._get(f"/v2/{repository}/blobs/{digest}") as reply:
+            return reply.read()
+
+
+def build_images(work: Path, local: str) -> None:
+    """local:v1 and local:v2 (the real image, make image), local:never-ready (a stand-in that
+    listens and answers 503 forever, tests/deploy/never_ready.c), all FROM scratch."""
+    for version in ("v1", "v2"):
+        env = dict(os.environ, IMAGE=f"{local}:{version}", VERSION=version)
+        run(str(ROOT / "api-container" / "build-image.sh"), env=env, timeout=3000)
+    context = work / "never-ready-context"
+    context.mkdir(parents=True, exist_ok=True)
+    run(
+        "musl-gcc", "-static", "-s", "-Os", "-o", str(context / "never-ready"),
+        str(ROOT / "tests" / "deploy" / "never_ready.c"),
+    )
+    shutil.copy(ROOT / "tests" / "deploy" / "never-ready.Dockerfile", context / "Dockerfile")
+    run(
+        "docker", "build", "--quiet", "-t", f"{local}:never-ready",
+        "--build-arg", "MODE=serve", "--build-arg", "VERSION=never-ready", str(context),
+    )
+
+
+def push(local: str, tag: str, registry: Registry) -> str:
+    """docker push local:tag to the registry as latchkey-api:tag; returns the digest. The
+    local copies are removed: the hosts must pull."""
+    remote = f"{registry.host}/{REPOSITORY}:{tag}"
+    run("docker", "tag", f"{local}:{tag}", remote)
+    run("docker", "push", "--quiet", remote)
+    _, _, digest = registry.manifest(REPOSITORY, tag)
+    run("docker", "image", "rm", remote, f"{local}:{tag}")
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# moto: ECR, SSM, EC2
+
+
+class Moto:
+    """moto's server in this process (so that the SSM agent below can reach its records)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = None
+
+    def start(self) -> None:
+        import logging
+
+        # Its request log would drown the test's own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def client(self, service: str):
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        return session.client(service, endpoint_url=self.endpoint)
+
+    def push_to_ecr(self, registry: Registry, tag: str, digest: str) -> dict:
+        """What `docker push` does against ECR: every blob through the layer-upload API, then
+        PutImage with the manifest, under the registry's own digest."""
+        ecr = self.client("ecr")
+        manifest, media_type, served = registry.manifest(REPOSITORY, digest)
+        assert served == digest
+        assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest, "the manifest's digest"
+        parsed = json.loads(manifest)
+        for blob in [parsed["config"], *parsed["layers"]]:
+            data = registry.blob(REPOSITORY, blob["digest"])
+            available = ecr.batch_check_layer_availability(
+                repositoryName=REPOSITORY, layerDigests=[blob["digest"]]
+            )["layers"]
+            if available and available[0].get("layerAvailability") == "AVAILABLE":
+                continue
+            upload = ecr.initiate_layer_upload(repositoryName=REPOSITORY)["uploadId"]
+            ecr.upload_layer_part(
+                repositoryName=REPOSITORY, uploadId=upload, partFirstByte=0,
+                partLastByte=len(data) - 1, layerPartBlob=data,
+            )
+            done = ecr.complete_layer_upload(
+                repositoryName=REPOSITORY, uploadId=upload, layerDigests=[blob["digest"]]
+            )
+            assert done["layerDigest"] == blob["digest"], (done, blob)
+        return ecr.put_image(
+            repositoryName=REPOSITORY, imageManifest=manifest.decode(),
+            imageManifestMediaType=media_type, imageTag=tag, imageDigest=digest,
+        )["image"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts and the SSM agent
+
+
+class Host:
+    """One back-end host: nginx on `listen` in front of the blue/green slots, latchkey-deploy
+    with its own settings, on this machine's Docker engine."""
+
+    def __init__(self, name: str, folder: Path, api_env: Path, db_ca: Path, run_id: int):
+        self.name = name
+        self.folder = folder
+        self.listen, self.blue, self.green = free_ports(3)
+        self.container = f"latchkey-chain-{run_id}-{name}"
+        self.conf = folder / "deploy.conf"
+        self.nginx = folder / "nginx"
+        self.api_env = api_env
+        self.db_ca = db_ca
+        self.runs: list[dict] = []
+        # What the host has at /usr/local/sbin: the repository's deploy script, as install.sh puts it.
+        self.sbin = folder / "usr-local-sbin"
+
+    def env(self) -> dict:
+        return dict(os.environ, LATCHKEY_DEPLOY_CONF=str(self.conf))
+
+    def setup(self) -> None:
+        for sub in ("state", "logs", "nginx/tmp", "ssm"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        self.sbin.mkdir(exist_ok=True)
+        os.symlink(ROOT / "api-container" / "deploy" / "latchkey-deploy", self.sbin / "latchkey-deploy")
+        n = self.nginx
+        self.conf.write_text(
+            f"""# As /etc/latchkey/deploy.conf on a host, with this run's folders, names and ports.
+ENV_FILE={self.api_env}
+DB_CA_FILE={self.db_ca}
+STATE_DIR={self.folder}/state
+LOCK_FILE={self.folder}/state/deploy.lock
+LOCK_WAIT=120
+CONTAINER_NAME={self.container}
+LISTEN=127.0.0.1:{self.listen}
+BLUE_PORT={self.blue}
+GREEN_PORT={self.green}
+READY_TIMEOUT=12
+DRAIN_TIMEOUT=35
+REGISTRY_LOGIN=auto
+NGINX_CONF={n}/nginx.conf
+NGINX_SITE_FILE={n}/latchkey.conf
+NGINX_UPSTREAM_FILE={n}/upstream.conf
+NGINX_PID_FILE={n}/nginx.pid
+"""
+        )
+        (n / "nginx.conf").write_text(
+            f"""# The host's /etc/nginx/nginx.conf, reduced to what this test needs.
+worker_processes 1;
+pid {n}/nginx.pid;
+error_log {n}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {n}/access.log;
+    client_body_temp_path {n}/tmp/body;
+    proxy_temp_path {n}/tmp/proxy;
+    fastcgi_temp_path {n}/tmp/fastcgi;
+    uwsgi_temp_path {n}/tmp/uwsgi;
+    scgi_temp_path {n}/tmp/scgi;
+    include {n}/latchkey.conf;
+}}
+"""
+        )
+        run(str(ROOT / "api-container" / "deploy" / "latchkey-deploy"), "init", env=self.env())
+        run("nginx", "-e", f"{n}/error.log", "-c", f"{n}/nginx.conf")
+        wait_for(f"{self.name}'s nginx", 10, lambda: port_answers(self.listen))
+
+    def run_ssm_script(self, command_id: str, script: str, timeout: int) -> tuple[int, str, str, bool]:
+        """Runs a runShellScript step as the agent does: the lines in a file of the command's
+        own folder, run by sh. /usr/local/sbin is this host's, in a mount namespace of its own."""
+        folder = self.folder / "ssm" / command_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "_script.sh"
+        path.write_text(script + "\n")
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [
+                    "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" /usr/local/sbin && exec sh "$2"', "sh",
+                    str(self.sbin), str(path),
+                ],
+                cwd=folder, env=self.env(), capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )
+            code, out, err, timed_out = done.returncode, done.stdout, done.stderr, False
+        except subprocess.TimeoutExpired as expired:
+            code, timed_out = -1, True
+            out = (expired.stdout or b"").decode(errors="replace")
+            err = (expired.stderr or b"").decode(errors="replace")
+        self.runs.append(
+            {
+                "command_id": command_id, "code": code, "stdout": out, "stderr": err,
+                "started": started, "ended": time.monotonic(),
+            }
+        )
+        return code, out, err, timed_out
+
+    def serving(self) -> list[tuple[str, str, str]]:
+        """(container, image reference, version label) of each running container of this host."""
+        ids = run("docker", "ps", "-q", "--filter", f"name=^{self.container}-").split()
+        found = []
+        for cid in ids:
+            name, image, version = run(
+                "docker", "inspect", "-f",
+                '{{.Name}} {{.Config.Image}} {{index .Config.Labels "org.opencontainers.image.version"}}',
+                cid,
+            ).split()
+            found.append((name.lstrip("/"), image, version))
+        return found
+
+    def requests_seen(self) -> int:
+        log = self.nginx / "access.log"
+        return sum(1 for _ in open(log)) if log.exists() else 0
+
+    def stop(self) -> None:
+        ids = run("docker", "ps", "-aq", "--filter", f"name=^{self.container}-").split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        stop_nginx(self.nginx / "nginx.pid")
+
+
+def stop_nginx(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+class SsmAgent:
+    """The part of SSM that moto lacks: delivery to the instances and the agent that runs the
+    document there (see the module's docstring)."""
+
+    def __init__(self, moto: Moto, hosts: dict[str, Host]):
+        self.moto = moto
+        self.hosts = hosts  # instance id -> host
+        self.threads: list[threading.Thread] = []
+        self.problems: list[str] = []
+        self.scripts: dict[str, str] = {}
+
+    def install(self) -> None:
+        from moto.ssm.models import SimpleSystemManagerBackend
+
+        original = SimpleSystemManagerBackend.send_command
+        agent = self
+
+        def send_command(backend, *args, **kwargs):
+            command = original(backend, *args, **kwargs)
+            agent.accept(command)
+            return command
+
+        SimpleSystemManagerBackend.send_command = send_command
+
+    def accept(self, command) -> None:
+        # Before SendCommand answers: every invocation waits its turn, as on AWS.
+        command.invocations.sort(key=lambda i: i["InstanceId"])
+        for invocation in command.invocations:
+            invocation.update(
+                Status="Pending", StatusDetails="Pending", ResponseCode=-1,
+                ExecutionStartDateTime="", ExecutionEndDateTime="", ExecutionElapsedTime="",
+            )
+        command.status = command.status_details = "Pending"
+        command.completed_count = 0
+        thread = threading.Thread(target=self._run, args=(command,), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _script(self, command) -> tuple[str, int]:
+        """The document's runShellScript lines with the parameters substituted, after SSM's
+        own check of each against its allowedPattern."""
+        ssm = self.moto.client("ssm")
+        content = json.loads(
+            ssm.get_document(Name=command.document_name, DocumentFormat="JSON")["Content"]
+        )
+        declared = content.get("parameters", {})
+        given = command.parameters or {}
+        unknown = set(given) - set(declared)
+        if unknown:
+            raise ValueError(f"InvalidParameters: {sorted(unknown)} not in the document")
+        values = {}
+        for name, spec in declared.items():
+            value = given.get(name, [spec.get("default")])
+            if len(value) != 1 or value[0] is None:
+                raise ValueError(f"InvalidParameters: {name} needs one value, got {value}")
+            pattern = spec.get("allowedPattern")
+            if pattern and not re.search(pattern, value[0]):
+                raise ValueError(f"InvalidParameters: {name}={value[0]!r} fails {pattern}")
+            values[name] = value[0]
+        steps = content["mainSteps"]
+        if [s["action"] for s in steps] != ["aws:runShellScript"]:
+            raise ValueError(f"only one aws:runShellScript step is emulated, not {steps}")
+        lines = steps[0]["inputs"]["runCommand"]
+        script = "\n".join(lines)
+        for name, value in values.items():
+            script = re.sub(r"\{\{\s*" + re.escape(name) + r"\s*\}\}", lambda _m, v=value: v, script)
+        return script, int(steps[0]["inputs"].get("timeoutSeconds", 3600))
+
+    def _run(self, command) -> None:
+        try:
+            if (command.max_concurrency, command.max_errors) != ("1", "0"):
+                raise ValueError(
+                    f"MaxConcurrency {command.max_concurrency!r} / MaxErrors {command.max_errors!r}:"
+                    " only 1 and 0 (one at a time, stop at the first error) are emulated"
+                )
+            script, timeout = self._script(command)
+            self.scripts[command.command_id] = script
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            self.problems.append(f"{command.command_id}: {error}")
+            for invocation in command.invocations:
+                invocation.update(Status="Failed", StatusDetails="Failed", StandardErrorContent=str(error))
+            command.status = command.status_details = "Failed"
+            return
+        command.status = command.status_details = "InProgress"
+        errors = 0
+        for invocation in command.invocations:
+            if errors > 0:
+                # MaxErrors 0 reached: SSM sends no further invocation.
+                invocation.update(Status="Cancelled", StatusDetails="Terminated")
+                continue
+            host = self.hosts.get(invocation["InstanceId"])
+            if host is None:
+                self.problems.append(f"the command reached {invocation['InstanceId']}, which is no back-end")
+                invocation.update(Status="Failed", StatusDetails="Undeliverable")
+                errors += 1
+                continue
+            began = datetime.now(timezone.utc)
+            invocation.update(Status="InProgress", StatusDetails="InProgress", ExecutionStartDateTime=began.isoformat())
+            code, out, err, timed_out = host.run_ssm_script(command.command_id, script, timeout)
+            ended = datetime.now(timezone.utc)
+            if timed_out:
+                status, details = "TimedOut", "ExecutionTimedOut"
+            elif code == 0:
+                status, details = "Success", "Success"
+            else:
+                status, details = "Failed", "Failed"
+            invocation.update(
+                Status=status, StatusDetails=details, ResponseCode=code,
+                StandardOutputContent=out[:STDOUT_LIMIT], StandardErrorContent=err[:STDERR_LIMIT],
+                ExecutionEndDateTime=ended.isoformat(),
+                ExecutionElapsedTime=f"PT{(ended - began).total_seconds():.3f}S",
+            )
+            command.completed_count += 1
+            if status != "Success":
+                errors += 1
+                command.error_count += 1
+        command.status = command.status_details = "Success" if errors == 0 else "Failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The front-end and the Lambda
+
+
+class Frontend:
+    """nginx with frontend/nginx.conf, one `server` line per back-end (as bootstrap.sh does)."""
+
+    def __init__(self, folder: Path, backends: list[str]):
+        self.folder = folder
+        (self.port,) = free_ports(1)
+        self.backends = backends
+
+    def start(self) -> None:
+        f = self.folder
+        (f / "tmp").mkdir(parents=True, exist_ok=True)
+        text = (ROOT / "frontend" / "nginx.conf").read_text()
+        values = {
+            # bootstrap.sh: upstream=${backends//,/; server }
+            "LATCHKEY_BACKEND": "; server ".join(self.backends),
+            "LATCHKEY_LISTEN": f"127.0.0.1:{self.port}",
+            "LATCHKEY_ROOT": str(ROOT / "frontend" / "public"),
+        }
+        for name, value in values.items():
+            text = text.replace("${" + name + "}", value)
+        assert "${LATCHKEY_" not in text
+        (f / "latchkey.conf").write_text(text)
+        (f / "nginx.conf").write_text(
+            f"""worker_processes 1;
+pid {f}/nginx.pid;
+error_log {f}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {f}/tmp/body;
+    proxy_temp_path {f}/tmp/proxy;
+    fastcgi_temp_path {f}/tmp/fastcgi;
+    uwsgi_temp_path {f}/tmp/uwsgi;
+    scgi_temp_path {f}/tmp/scgi;
+    include {f}/latchkey.conf;
+}}
+"""
+        )
+        run("nginx", "-e", f"{f}/error.log", "-c", f"{f}/nginx.conf")
+        wait_for("the front-end's nginx", 10, lambda: port_answers(self.port))
+
+    def stop(self) -> None:
+        stop_nginx(self.folder / "nginx.pid")
+
+
+class DeployLambda:
+    """The deploy function under `cargo lambda watch`, invoked with `cargo lambda invoke`."""
+
+    def __init__(self, folder: Path, moto: Moto, registry: Registry):
+        self.folder = folder
+        (self.port,) = free_ports(1)
+        self.process = None
+        properties = template()["Resources"]["DeployFunction"]["Properties"]
+        self.timeout = int(properties["Timeout"])
+        variables = properties["Environment"]["Variables"]
+        # template.yaml's settings for the function; what CloudFormation fills in from the stack
+        # (!Ref, !Sub) is this run's: the local registry, the document's name, the default tag.
+        fixed = {k: v for k, v in variables.items() if isinstance(v, str)}
+        self.env = {
+            **fixed,
+            "DEPLOY_REPOSITORY": REPOSITORY,
+            "DEPLOY_REGISTRY": registry.host,
+            "DEPLOY_TAG_PATTERN": "*",
+            "DEPLOY_TARGET_TAG_KEY": TAG_KEY,
+            "DEPLOY_TARGET_TAG_VALUE": TAG_VALUE,
+            "DEPLOY_DOCUMENT": DOCUMENT,
+            # Bounded for a test: a stuck chain fails in minutes, not in 885 s.
+            "DEPLOY_WAIT_TIMEOUT_SECS": "240",
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "LOG_FORMAT": "json",
+        }
+        unresolved = set(variables) - set(self.env)
+        assert not unresolved, f"template.yaml sets {unresolved}, which this test does not"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        env_file = self.folder / "deploy.env"
+        env_file.write_text("".join(f'{k}="{v}"\n' for k, v in self.env.items()))
+        log = open(self.folder / "watch.log", "w")  # noqa: SIM115 - kept for the process
+        self.process = subprocess.Popen(
+            [
+                "cargo", "lambda", "watch", "--package", "deploy", "--bin", "deploy",
+                "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
+                "--ignore-changes", "--env-file", str(env_file),
+                # The function's timeout in template.yaml (the invocation's deadline).
+                "--timeout", str(self.timeout),
+            ],
+            cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
+        )
+        wait_for("cargo lambda watch listening", 60, lambda: port_answers(self.port))
+
+    def log(self) -> str:
+        return (self.folder / "watch.log").read_text(errors="replace")
+
+    def invoke(self, event: dict, name: str) -> subprocess.CompletedProcess:
+        path = self.folder / f"{name}.json"
+        path.write_text(json.dumps(event))
+        return subprocess.run(
+            [
+                "cargo", "lambda", "invoke", "deploy", "--invoke-address", "127.0.0.1",
+                "--invoke-port", str(self.port), "--data-file", str(path), "--output-format", "json",
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def push_event(tag: str, digest: str) -> dict:
+    """events/ecr-push.json with this push's tag and real digest."""
+    event = json.loads((ROOT / "events" / "ecr-push.json").read_text())
+    event["id"] = base64.b16encode(os.urandom(16)).decode().lower()
+    event["time"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["detail"].update({"repository-name": REPOSITORY, "image-tag": tag, "image-digest": digest})
+    return event
+
+
+class Load:
+    """tests/deploy/load.py through the front-end's nginx."""
+
+    def __init__(self, folder: Path, port: int, label: str):
+        self.folder = folder
+        self.port = port
+        self.label = label
+        self.stop_file = folder / f"load-{label}.stop"
+        self.ready_file = folder / f"load-{label}.ready"
+        self.out = folder / f"load-{label}.json"
+        self.process = None
+
+    def start(self) -> None:
+        log = open(self.folder / f"load-{self.label}.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                "python3", str(ROOT / "tests" / "deploy" / "load.py"), "--port", str(self.port),
+                "--rate", "40", "--workers", "4", "--max-seconds", "300",
+                "--stop-file", str(self.stop_file), "--ready-file", str(self.ready_file),
+                "--out", str(self.out),
+            ],
+            stdout=log, stderr=log,
+        )
+        wait_for("20 answers to the load", 40, lambda: self.ready_file.exists() or self.process.poll() is not None)
+        assert self.process.poll() is None, (self.folder / f"load-{self.label}.log").read_text()
+
+    def finish(self) -> dict:
+        # Requests keep coming after the deploy returned: the new slots take them too.
+        time.sleep(2)
+        self.stop_file.touch()
+        self.process.wait(timeout=30)
+        return json.loads(self.out.read_text())
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
