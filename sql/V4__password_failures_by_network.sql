@@ -2,7 +2,9 @@
 -- that a stranger elsewhere cannot lock the owner out, and per email across every network (the
 -- row whose network is '*'), which backs off only after a much larger number. A failure is
 -- charged after the check, so a refused (overloaded) or a correct attempt never counts.
-DROP TABLE login_failures;
+-- login_failures stays (unused) for now: instances of the previous release keep answering while
+-- a rolling deploy replaces them, and a rollback finds the table it reads. A later migration
+-- drops it.
 
 CREATE TABLE password_failures (
     email_hash      bytea NOT NULL CHECK (octet_length(email_hash) = 32),

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::cookies::{check_origin, refresh_cookie, refresh_cookie_value, token_response};
+use super::cookies::{
+    check_origin, refresh_cookie, refresh_cookie_value, refresh_cookie_values, token_response,
+};
 use super::extract::{Client, JsonBody, OptionalJsonBody, bearer_token};
 use super::responses::TokenResponse;
 use crate::error::{Error, Problem};
@@ -159,16 +161,17 @@ pub(crate) async fn logout(
     OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
 ) -> Result<Response, Error> {
     let from_body = body.and_then(|body| body.refresh_token);
-    // An ambiguous cookie names no session of ours; it is cleared with the rest.
-    let from_cookie = refresh_cookie_value(&headers).ok().flatten();
-    if from_cookie.is_some() {
+    // With two different cookies (one planted), both sessions end: ours, so that clearing the
+    // cookie signs the user out, and the planted one, which is nobody's to keep.
+    let from_cookies = refresh_cookie_values(&headers);
+    if !from_cookies.is_empty() {
         check_origin(&auth, &headers)?;
     }
     // Every session the request names ends: a junk token in the body must not leave the
     // cookie's session alive while the cookie is cleared.
     let refresh: Vec<&str> = from_body
         .iter()
-        .chain(&from_cookie)
+        .chain(&from_cookies)
         .map(String::as_str)
         .collect();
     auth.logout(

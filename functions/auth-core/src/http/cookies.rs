@@ -12,27 +12,37 @@ use crate::error::Error;
 use crate::service::{Auth, SignedIn};
 
 const COOKIE_PATH: &str = "/api/v1/auth";
+/// Refresh cookies looked at in one request; more is not a browser's doing.
+const MAX_REFRESH_COOKIES: usize = 4;
 
-/// The refresh token the request's cookie carries, if any. Two different ones mean that a cookie
-/// of the same name was planted for a wider path or a parent domain, and the browser does not say
-/// which is ours: the ambiguity is refused rather than risk signing the user in to someone
-/// else's session.
-pub(super) fn refresh_cookie_value(headers: &HeaderMap) -> Result<Option<String>, Error> {
-    let mut values = headers
+/// Every distinct refresh token the request's cookies carry (a few at most: a cookie of the same
+/// name may be planted for a wider path or a parent domain).
+pub(super) fn refresh_cookie_values(headers: &HeaderMap) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    let cookies = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .filter(|cookie| cookie.name() == REFRESH_COOKIE)
-        .map(|cookie| cookie.value().to_owned());
-    let first = values.next();
-    if let Some(first) = &first
-        && values.any(|other| &other != first)
-    {
+        .filter(|cookie| cookie.name() == REFRESH_COOKIE);
+    for cookie in cookies.take(MAX_REFRESH_COOKIES) {
+        if !values.iter().any(|value| value == cookie.value()) {
+            values.push(cookie.value().to_owned());
+        }
+    }
+    values
+}
+
+/// The refresh token the request's cookie carries, if any. Two different ones mean that one was
+/// planted, and the browser does not say which is ours: the ambiguity is refused rather than risk
+/// signing the user in to someone else's session.
+pub(super) fn refresh_cookie_value(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let mut values = refresh_cookie_values(headers);
+    if values.len() > 1 {
         return Err(Error::token("several different refresh cookies"));
     }
-    Ok(first)
+    Ok(values.pop())
 }
 
 /// `Set-Cookie` for the refresh token; an empty token with `max_age` 0 clears it.

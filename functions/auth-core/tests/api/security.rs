@@ -589,6 +589,24 @@ async fn a_second_refresh_cookie_planted_for_a_wider_path_is_refused_not_chosen(
         )
         .await;
     assert_eq!(same.status, 200, "{}", same.text);
+
+    // Signing out with both ends both sessions: the cookie is cleared only with its session.
+    let ann_again = app.login("ann@example.com", STRONG_PASSWORD).await;
+    let shadowed = format!(
+        "refresh_token={}; refresh_token={}",
+        ann_again.refresh_token(),
+        mallory.refresh_token()
+    );
+    let out = app
+        .post_with_headers(
+            "/api/v1/auth/logout",
+            &json!({}),
+            &[("origin", OWN_ORIGIN), ("cookie", &shadowed)],
+        )
+        .await;
+    assert_eq!(out.status, 204);
+    assert_eq!(app.me(&ann_again.access_token()).await.status, 401);
+    assert_eq!(app.me(&mallory.access_token()).await.status, 401);
 }
 
 #[tokio::test]
