@@ -139,6 +139,10 @@ impl Config {
         let session_ttl = env.secs("AUTH_SESSION_TTL_SECS", 2_592_000, 60, 10 * 365 * 86_400)?;
         let session_idle = env.secs("AUTH_SESSION_IDLE_SECS", 604_800, 60, 10 * 365 * 86_400)?;
         let issuer = env.string("AUTH_ISSUER", "http://localhost:8080")?;
+        // The issuer's origin is the service's own (the cookie's origin check): it must be one.
+        if normalise_origin(&issuer).is_none() {
+            return Err(invalid("AUTH_ISSUER", "an http:// or https:// URL"));
+        }
         let config = Config {
             listen_addr: env.parsed(
                 "LISTEN_ADDR",
@@ -155,7 +159,16 @@ impl Config {
                     Some(path)
                 }
             },
-            audience: env.string("AUTH_AUDIENCE", "latchkey")?,
+            audience: match env.string("AUTH_AUDIENCE", "latchkey")? {
+                audience
+                    if audience
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace()) =>
+                {
+                    return Err(invalid("AUTH_AUDIENCE", "a name without spaces"));
+                }
+                audience => audience,
+            },
             signing_alg: match env.optional("AUTH_SIGNING_ALG").as_deref() {
                 None | Some("ES256") => SigningAlg::Es256,
                 Some("EdDSA") => SigningAlg::EdDsa,
@@ -433,6 +446,77 @@ mod tests {
         assert_eq!(
             config.own_origin().as_deref(),
             Some("http://localhost:8080")
+        );
+    }
+
+    /// One bad value for every variable this file reads; the second half checks that the table
+    /// names them all, so a new variable cannot be added without a bad value tried.
+    const BAD_VALUES: &[(&str, &str)] = &[
+        ("DATABASE_URL", "mysql://x"),
+        ("LISTEN_ADDR", "nowhere"),
+        ("STATIC_DIR", "/no/such/folder"),
+        ("AUTH_ISSUER", "latchkey"),
+        ("AUTH_AUDIENCE", "two words"),
+        ("AUTH_SIGNING_ALG", "HS256"),
+        ("AUTH_ACCESS_TTL_SECS", "5"),
+        ("AUTH_SESSION_TTL_SECS", "59"),
+        ("AUTH_SESSION_IDLE_SECS", "forever"),
+        ("AUTH_REFRESH_REUSE_GRACE_SECS", "301"),
+        ("AUTH_PBKDF2_ITERATIONS", "999"),
+        ("AUTH_PASSWORD_MIN_SCORE", "5"),
+        ("AUTH_LOGIN_FREE_FAILURES", "0"),
+        ("AUTH_LOGIN_ACCOUNT_FAILURES", "0"),
+        ("AUTH_MAX_SESSIONS_PER_USER", "0"),
+        ("AUTH_IP_LOGINS_PER_MINUTE", "-1"),
+        ("AUTH_IP_REGISTRATIONS_PER_HOUR", "lots"),
+        ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("AUTH_ALLOWED_ORIGINS", "ftp://x"),
+        ("AUTH_COOKIE_SECURE", "maybe"),
+        ("AUTH_MAX_CONCURRENT_HASHES", "0"),
+        ("AUTH_HASH_QUEUE", "100001"),
+        ("AUTH_KEY_ROTATION_DAYS", "0"),
+        ("AUTH_KEY_ENCRYPTION_KEY", "c2hvcnQ="),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_TIMEOUT_MS", "-1"),
+        ("DB_CA_FILE", "/no/such/file.pem"),
+        ("RUST_LOG", "info,[[["),
+        ("HTTP_HEADER_READ_TIMEOUT_MS", "1"),
+        ("HTTP_BODY_READ_TIMEOUT_MS", "1"),
+        ("HTTP_REQUEST_TIMEOUT_MS", "1"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("LOG_FORMAT", "xml"),
+    ];
+
+    #[test]
+    fn a_bad_value_of_every_variable_is_refused_by_name() {
+        for (variable, value) in BAD_VALUES {
+            assert_eq!(
+                rejected_variable(&[(variable, value)]),
+                *variable,
+                "{variable}={value:?}"
+            );
+        }
+        let source = include_str!("config.rs");
+        let test_module = source.find("#[cfg(test)]").unwrap_or(source.len());
+        // Every string literal that is a whole variable name: "NAME", found without parsing Rust.
+        let read: std::collections::BTreeSet<&str> = source[..test_module]
+            .match_indices('"')
+            .filter_map(|(start, _)| {
+                let rest = &source[start + 1..test_module];
+                let name = &rest[..rest.find('"')?];
+                let is_name = name.len() > 3
+                    && name.contains('_')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                is_name.then_some(name)
+            })
+            .collect();
+        let tried: std::collections::BTreeSet<&str> =
+            BAD_VALUES.iter().map(|(variable, _)| *variable).collect();
+        assert_eq!(
+            read, tried,
+            "every variable config.rs reads has a bad value above"
         );
     }
 
