@@ -66,6 +66,18 @@ test-workflows:
 test-lambda:
 	scripts/test-lambda.sh
 
+# `sam local invoke` and `sam local start-api`, offline (docs/deploy.md, "Build, deploy, run"):
+# sam-local builds both Lambdas as static musl bootstraps for this machine, the local template
+# (.aws-sam/local/template.yaml) and the FROM-scratch base image SAM builds its emulator on;
+# test-sam-local also installs the pinned SAM CLI and tests every local command against
+# PostgreSQL and moto (tests/sam_local). Both need a Docker engine.
+.PHONY: sam-local test-sam-local
+sam-local:
+	scripts/sam-local.sh
+
+test-sam-local:
+	scripts/test-sam-local.sh
+
 # Issue 8's numbers: hashing against the machine's bound, wrk against a release build on a private
 # PostgreSQL (throughput, p50/p99, isolation, growth to a million users), RSS and start-up.
 # Writes bench/RESULTS.md, bench/results.json and bench/results.png (under 10 minutes).

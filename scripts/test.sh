@@ -58,6 +58,14 @@ fi
 echo "==> the Lambdas: cfn-lint, sam validate --lint, sam build (arm64), cargo lambda watch + invoke"
 scripts/test-lambda.sh
 
+# `sam local invoke` and `sam local start-api` need a Docker engine too; skipped, loudly, without one.
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "==> test-sam-local (both Lambdas under sam local invoke and start-api, on the Docker engine)"
+  scripts/test-sam-local.sh
+else
+  echo "==> SKIPPED test-sam-local: no Docker engine answers ('docker info' failed): sam local was NOT tested"
+fi
+
 # The Rust suites run last, so that their summary closes the output.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
