@@ -64,6 +64,203 @@ fn assert_refused_before_binding(url: &str, extra: &[(&str, &str)], variable: &s
     );
 }
 
+/// Every form a secret could take in a log line: as is, base64 (both alphabets, padded or not),
+/// hex, and a PEM body's lines.
+fn forms_of(secret: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms = vec![
+        STANDARD.encode(secret),
+        STANDARD_NO_PAD.encode(secret),
+        URL_SAFE_NO_PAD.encode(secret),
+        secret.iter().map(|b| format!("{b:02x}")).collect(),
+    ];
+    // A PEM body is the standard base64 in 64-character lines; the first would be enough.
+    forms.push(STANDARD.encode(secret).chars().take(64).collect());
+    if let Ok(text) = std::str::from_utf8(secret) {
+        forms.push(text.to_owned());
+    }
+    forms
+}
+
+#[tokio::test]
+async fn no_key_secret_or_password_reaches_the_logs_across_changes_rotation_and_reuse() {
+    let db = Database::create().await;
+    let port = free_port();
+    let kek_b64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let kek: [u8; 32] = std::array::from_fn(|i| u8::try_from(i).unwrap());
+    let settings = [
+        ("RUST_LOG", "trace"),
+        ("AUTH_KEY_ENCRYPTION_KEY", kek_b64),
+        ("AUTH_REFRESH_REUSE_GRACE_SECS", "0"),
+    ];
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let post = |path: &str, body: Value, bearer: Option<&str>| {
+        let mut request = http.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let password = "Sekrit-Passphrase-4-logs-test";
+    let new_password = "Fresh-Passphrase-4-logs-test-2";
+    let mut logs = String::new();
+    let mut tokens: Vec<String> = Vec::new();
+
+    // First run: register, a password change, a reuse detection, a deletion.
+    let child = start(&db.url, port, &settings);
+    wait_ready(&http, &base).await;
+    let credentials = json!({"email": "ann@example.com", "password": password});
+    let ann: Value = post("/api/v1/auth/register", credentials.clone(), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = ann["access_token"].as_str().unwrap().to_owned();
+    let other: Value = post("/api/v1/auth/login", credentials, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let changed = post(
+        "/api/v1/me/password",
+        json!({"current_password": password, "new_password": new_password}),
+        Some(&access),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 204);
+    let first_refresh = ann["refresh_token"].as_str().unwrap().to_owned();
+    let rotated: Value = post(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": first_refresh}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reused = post(
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": first_refresh}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reused.status(), 401, "the reuse is detected");
+    let bob: Value = post(
+        "/api/v1/auth/register",
+        json!({"email": "bob@example.com", "password": new_password}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let deleted = http
+        .delete(format!("{base}/api/v1/me"))
+        .bearer_auth(bob["access_token"].as_str().unwrap())
+        .json(&json!({"password": new_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    logs.push_str(&stop_cleanly(child));
+    for grant in [&ann, &other, &rotated, &bob] {
+        for field in ["access_token", "refresh_token"] {
+            if let Some(token) = grant[field].as_str() {
+                tokens.push(token.to_owned());
+            }
+        }
+    }
+
+    // Second run after the key's rotation period: it makes the next key at start-up.
+    let client = {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    client
+        .batch_execute(
+            "UPDATE signing_keys SET signs_from = signs_from - interval '40 days', \
+             created_at = created_at - interval '40 days'",
+        )
+        .await
+        .unwrap();
+    let child = start(&db.url, port, &settings);
+    wait_ready(&http, &base).await;
+    let after: Value = post(
+        "/api/v1/auth/login",
+        json!({"email": "ann@example.com", "password": new_password}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    logs.push_str(&stop_cleanly(child));
+    tokens.push(after["access_token"].as_str().unwrap().to_owned());
+    tokens.push(after["refresh_token"].as_str().unwrap().to_owned());
+    assert!(
+        logs.contains("created signing keys"),
+        "the key rotated: {logs}"
+    );
+
+    let mut secrets: Vec<String> = vec![password.into(), new_password.into(), kek_b64.into()];
+    secrets.extend(forms_of(&kek));
+    for token in &tokens {
+        secrets.push(token.clone());
+        if let Some(signature) = token.rsplit('.').next().filter(|_| token.contains('.')) {
+            secrets.push(signature.to_owned());
+        }
+    }
+    let keys = client
+        .query(
+            "SELECT kid, private_key FROM signing_keys WHERE private_key IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(keys.len() >= 2, "both keys are still whole");
+    for key in keys {
+        let sealed: Vec<u8> = key.get(1);
+        let private = auth_core::seal::open(&kek, key.get(0), &sealed).unwrap();
+        secrets.extend(forms_of(&private));
+        secrets.extend(forms_of(&sealed));
+    }
+    for secret in client
+        .query("SELECT name, value FROM service_secrets", &[])
+        .await
+        .unwrap()
+    {
+        let sealed: Vec<u8> = secret.get(1);
+        secrets.extend(forms_of(
+            &auth_core::seal::open(&kek, secret.get(0), &sealed).unwrap(),
+        ));
+        secrets.extend(forms_of(&sealed));
+    }
+    for secret in secrets {
+        assert!(
+            !logs.contains(&secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+    db.drop_now().await;
+}
+
 #[tokio::test]
 async fn no_password_or_token_reaches_the_logs_even_at_trace_level() {
     let db = Database::create().await;
