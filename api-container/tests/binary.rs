@@ -438,3 +438,32 @@ async fn the_healthcheck_subcommand_answers_with_its_exit_code() {
     stop_cleanly(child);
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_it_cleanly_and_off_a_terminal_it_logs_json_lines() {
+    let db = Database::create().await;
+    let port = free_port();
+    // LOG_FORMAT empty: the format is chosen at start-up, and the log here is a file.
+    let child = start(&db.url, port, &[("LOG_FORMAT", "")]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, logs) = wait_exit(child, Duration::from_secs(30));
+    assert!(status.success(), "SIGINT is a clean stop: {logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let parsed: Result<Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a JSON line: {line}");
+    }
+    db.drop_now().await;
+}

@@ -191,3 +191,42 @@ async fn no_password_token_or_private_key_is_stored_in_clear() {
         "the dump did read the tables"
     );
 }
+
+#[tokio::test]
+async fn an_unexpected_fault_is_a_500_whose_body_says_nothing_of_it() {
+    let app = spawn_app().await;
+    let token = app.signed_up("ann@example.com").await.access_token();
+    // A schema the code does not expect: recording the next event fails with SQL's own error.
+    app.db
+        .client()
+        .await
+        .batch_execute("ALTER TABLE security_events RENAME COLUMN user_agent TO agent")
+        .await
+        .unwrap();
+    let reply = app
+        .send_json_with_token(
+            reqwest::Method::DELETE,
+            "/api/v1/sessions",
+            &token,
+            &json!({}),
+        )
+        .await;
+    let reply = if reply.status == 204 {
+        // Nothing to revoke records no event; a failed login does.
+        app.login("ann@example.com", "not the password").await
+    } else {
+        reply
+    };
+    reply.assert_problem(500, "internal");
+    assert!(reply.header("x-request-id").is_some());
+    for leaked in [
+        "user_agent",
+        "column",
+        "security_events",
+        "42703",
+        "SQL",
+        "postgres",
+    ] {
+        assert!(!reply.text.contains(leaked), "{leaked} in {}", reply.text);
+    }
+}

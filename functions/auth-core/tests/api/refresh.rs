@@ -218,3 +218,25 @@ async fn a_json_body_without_the_field_falls_back_to_the_cookie() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_ne!(reply.refresh_token(), registered.refresh_token());
 }
+
+#[tokio::test]
+async fn a_detected_reuse_is_an_event_the_owner_sees() {
+    let app = spawn_app_with(&[("AUTH_REFRESH_REUSE_GRACE_SECS", "0")]).await;
+    let stolen = app.signed_up("ann@example.com").await;
+    let other = app
+        .login("ann@example.com", crate::helpers::STRONG_PASSWORD)
+        .await;
+    assert_eq!(app.refresh(&stolen.refresh_token()).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.refresh(&stolen.refresh_token())
+        .await
+        .assert_problem(401, "invalid_token");
+    let events = app
+        .get_with_token("/api/v1/me/events", &other.access_token())
+        .await;
+    assert_eq!(
+        events.body["events"][0]["type"], "refreshed_reuse_detected",
+        "{}",
+        events.text
+    );
+}
