@@ -7,6 +7,7 @@
 #      that every make target and script a workflow calls exists; shellcheck on every run block
 #   3. zizmor --offline: no finding above "low"; each one silenced in a workflow says why inline
 #      (`# zizmor: ignore[audit] reason`), and every action is pinned to a commit sha
+#   4. hadolint on every Dockerfile the repository tracks (each ignored rule says why inline)
 # The pinned tools (tests/workflows/requirements.txt) are installed with pip when one is missing
 # or at another version: into the active virtualenv, as root into the Python itself, else --user.
 set -euo pipefail
@@ -70,3 +71,15 @@ for scheme in (None, f"{os.name}_user"):
 [ -n "$zizmor" ] || { echo "test-workflows: zizmor is installed but its binary is not found" >&2; exit 1; }
 echo "==> zizmor --offline: no finding above low ($("$zizmor" --version))"
 "$zizmor" --offline --no-progress --min-severity medium .github/workflows
+
+# hadolint, installed beside zizmor by the same pins.
+hadolint=$(command -v hadolint || python3 -c 'import os, sysconfig
+for scheme in (None, f"{os.name}_user"):
+    path = os.path.join(sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts"), "hadolint")
+    if os.access(path, os.X_OK):
+        print(path)
+        break')
+[ -n "$hadolint" ] || { echo "test-workflows: hadolint is installed but its binary is not found" >&2; exit 1; }
+mapfile -t dockerfiles < <(git ls-files '*Dockerfile*')
+echo "==> hadolint: ${dockerfiles[*]}"
+"$hadolint" "${dockerfiles[@]}"
