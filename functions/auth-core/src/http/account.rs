@@ -1,13 +1,14 @@
 //! The signed-in account.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{AuthUser, Client, JsonBody};
+use super::extract::{AuthUser, Client, JsonBody, bearer_token};
 use super::responses::{EventList, UserView, no_content, private_json};
 use crate::error::{Error, Problem};
 
@@ -16,9 +17,16 @@ use crate::error::{Error, Problem};
     responses((status = 200, body = UserView), (status = 401, response = Problem), (status = 503, response = Problem)))]
 pub(crate) async fn me(
     State(auth): State<AppState>,
-    AuthUser(subject): AuthUser,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
-    Ok(private_json(UserView::from(auth.me(subject).await?)))
+    let Some(token) = bearer_token(&headers) else {
+        return Err(Error::InvalidToken {
+            presented: false,
+            reason: "no bearer token",
+        });
+    };
+    let account = auth.me(token, OffsetDateTime::now_utc()).await?;
+    Ok(private_json(UserView::from(account)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -110,7 +110,7 @@ impl Auth {
     }
 
     /// Signature and claims only, without the session check.
-    async fn verify_signature(
+    pub(super) async fn verify_signature(
         &self,
         bearer: &str,
         now: OffsetDateTime,

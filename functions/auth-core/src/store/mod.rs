@@ -41,7 +41,7 @@ pub use limits::{
 pub use sessions::{
     NewSession, RotatedSession, Rotation, SessionRow, end_sessions_beyond, live_sessions,
     revoke_other_sessions, revoke_session, revoke_user_session, rotate_refresh_token,
-    session_for_refresh_token, session_is_alive, start_session,
+    session_for_refresh_token, session_is_alive, start_session, user_of_live_session,
 };
 pub use users::{
     UserRow, delete_user, find_user, find_user_by_email, insert_user, lock_user_with_password,

@@ -184,7 +184,8 @@ pub async fn revoke_session(
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-/// Whether the session behind an access token is still alive.
+/// Whether the session behind an access token is still alive. Every signed-in request asks, so
+/// the statement is prepared once per connection and each check is one round trip.
 pub async fn session_is_alive(
     db: &impl GenericClient,
     session_id: Uuid,
@@ -192,16 +193,46 @@ pub async fn session_is_alive(
     now: OffsetDateTime,
     idle_limit: time::Duration,
 ) -> Result<bool, Error> {
+    let statement = db
+        .prepare_cached(concat!(
+            "SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = $2 AND ",
+            session_is_live!("$3", "$4")
+        ))
+        .await?;
     let row = db
         .query_opt(
-            concat!(
-                "SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = $2 AND ",
-                session_is_live!("$3", "$4")
-            ),
+            &statement,
             &[&session_id, &user_id, &now, &(now - idle_limit)],
         )
         .await?;
     Ok(row.is_some())
+}
+
+/// The account behind an access token, while its session is alive: `GET /me`'s session check
+/// and read in one round trip.
+pub async fn user_of_live_session(
+    db: &impl GenericClient,
+    session_id: Uuid,
+    user_id: Uuid,
+    now: OffsetDateTime,
+    idle_limit: time::Duration,
+) -> Result<Option<UserRow>, Error> {
+    let statement = db
+        .prepare_cached(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id = $1 AND s.user_id = $2 AND ",
+            session_is_live!("$3", "$4")
+        ))
+        .await?;
+    let row = db
+        .query_opt(
+            &statement,
+            &[&session_id, &user_id, &now, &(now - idle_limit)],
+        )
+        .await?;
+    row.as_ref().map(|row| user_from(row, 0)).transpose()
 }
 
 pub struct SessionRow {
