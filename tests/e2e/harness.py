@@ -177,7 +177,7 @@ def start_backend(stack: Stack, api_bin: str, extra: dict[str, str]) -> None:
         process = subprocess.Popen(
             [api_bin], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    remember(stack, process)
+    remember(stack.processes, process)
     wait_for(f"{stack.api_url}/readyz", process, log)
 
 
@@ -201,6 +201,16 @@ def start_nginx(stack: Stack) -> None:
     # lives; file modes are kept, so a file they could not read in production fails here too.
     site = d / "site"
     shutil.copytree(FRONTEND / "public", site)
+    config = render_nginx_template(f"127.0.0.1:{stack.api_port}", f"127.0.0.1:{stack.web_port}", site)
+    process = launch_nginx(d, config)
+    remember(stack.processes, process)
+    wait_for(f"{stack.base_url}/healthz", process, d / "nginx-error.log")
+
+
+def launch_nginx(d: Path, config: str) -> subprocess.Popen:
+    """Debian's nginx with `config` in its http context (frontend/nginx.conf rendered, or any
+    other server), in a private prefix under `d`: its own pid, logs and temp folders. Checked
+    with `nginx -t` first. The caller remembers the process and waits for it to answer."""
     temp = d / "nginx-temp"
     temp.mkdir()
     user = ""
@@ -210,9 +220,7 @@ def start_nginx(stack: Stack) -> None:
         d.chmod(0o755)
         temp.chmod(0o777)
         d.parent.chmod(d.parent.stat().st_mode | 0o055)
-    (d / "latchkey.conf").write_text(
-        render_nginx_template(f"127.0.0.1:{stack.api_port}", f"127.0.0.1:{stack.web_port}", site)
-    )
+    (d / "latchkey.conf").write_text(config)
     (d / "nginx.conf").write_text(
         f"""# A private nginx for one e2e test module: its own prefix, pid, logs and temp folders.
 {user}
@@ -240,39 +248,41 @@ http {{
     check = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
     if check.returncode != 0:
         raise HarnessError(f"nginx -t rejected the configuration:\n{check.stderr}{tail(d / 'nginx-error.log')}")
-    log = d / "nginx-error.log"
     with (d / "nginx-stdout.log").open("wb") as out:
-        process = subprocess.Popen(base, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    remember(stack, process)
-    wait_for(f"{stack.base_url}/healthz", process, log)
+        return subprocess.Popen(base, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def remember(stack: Stack, process: subprocess.Popen) -> None:
-    """Tracked twice: here for the fixture's teardown, and in a pid file for the script's trap,
-    which stops whatever is left when pytest itself is killed."""
-    stack.processes.append(process)
+def remember(processes: list[subprocess.Popen], process: subprocess.Popen) -> None:
+    """Tracked twice: in `processes` for the fixture's teardown, and in a pid file for the
+    script's trap, which stops whatever is left when pytest itself is killed."""
+    processes.append(process)
     with (Path(os.environ["E2E_RUN_DIR"]) / "pids").open("a") as pids:
         pids.write(f"{process.pid}\n")
 
 
 def stop_stack(stack: Stack) -> None:
     # nginx first, so nothing reaches a back-end that is going away.
-    for process in reversed(stack.processes):
+    stop_processes(stack.processes)
+    try:
+        psql(stack.admin_url, f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
+    except subprocess.CalledProcessError:
+        pass
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """TERM to each process group, newest first; KILL to any that has not exited in 15 s."""
+    for process in reversed(processes):
         if process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    for process in reversed(stack.processes):
+    for process in reversed(processes):
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    try:
-        psql(stack.admin_url, f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
-    except subprocess.CalledProcessError:
-        pass
 
 
 # ---- a small HTTP client for checks below the browser ---------------------------------------
