@@ -18,6 +18,11 @@ const REFRESH_LEAD_MS = 60_000;
 const RETRY_MS = 15_000;
 // How long the refreshing tab keeps the lock after telling the others about the new token.
 const HANDOFF_MS = 150;
+// How many refreshes the tabs of this browser have made: a counter, never a token. A tab that
+// finds it moved while it waited for the lock knows another tab's token is on its way to it.
+const REFRESH_COUNT_KEY = "latchkey.refreshes";
+// How long such a tab waits for that token before it refreshes after all.
+const TOKEN_WAIT_MS = 3000;
 
 /** An answer from the API that was not a success: `code` is the problem's machine code. */
 export class ApiError extends Error {
@@ -77,6 +82,7 @@ export async function request(method, path, { body, token } = {}) {
 let current = null; // { token, expiresAt, user, receivedAt }
 let timer = 0;
 let inflight = null;
+const tokenWaiters = new Set();
 const sessionEndListeners = new Set();
 const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL_NAME) : null;
 
@@ -127,6 +133,23 @@ function adopt(grant, receivedAt = Date.now()) {
   };
   setHint(true);
   schedule();
+  for (const arrived of tokenWaiters) arrived();
+  tokenWaiters.clear();
+}
+
+function refreshCount() {
+  return Number(storage("local")?.getItem(REFRESH_COUNT_KEY) || 0);
+}
+
+function countRefresh() {
+  storage("local")?.setItem(REFRESH_COUNT_KEY, String(refreshCount() + 1));
+}
+
+function tokenFromAnotherTab(ms) {
+  return new Promise((arrived) => {
+    tokenWaiters.add(arrived);
+    setTimeout(arrived, ms);
+  });
 }
 
 function leadFor(state) {
@@ -206,13 +229,25 @@ export function refresh() {
   if (!inflight) {
     inflight = new Promise((resolve, reject) => {
       const asked = Date.now();
+      const countWhenAsked = refreshCount();
+      const tookAnotherTabsToken = () => current && current.receivedAt >= asked && isFresh(current);
       const run = async () => {
         try {
-          if (current && current.receivedAt >= asked && isFresh(current)) {
+          if (tookAnotherTabsToken()) {
             resolve(current); // another tab refreshed while this one waited for the lock
             return;
           }
+          if (refreshCount() !== countWhenAsked) {
+            // Another tab refreshed after this one asked, and its token has not arrived yet (a
+            // busy machine delays the channel): wait for it rather than refresh a second time.
+            await tokenFromAnotherTab(TOKEN_WAIT_MS);
+            if (tookAnotherTabsToken()) {
+              resolve(current);
+              return;
+            }
+          }
           const grant = await request("POST", "/auth/refresh");
+          countRefresh();
           adopt(grant);
           broadcast({ type: "token", grant: withoutRefreshToken(grant) });
           resolve(current);
