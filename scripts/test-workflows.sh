@@ -61,25 +61,27 @@ python3 -m check_jsonschema --builtin-schema custom.github-workflows-require-tim
 echo "==> the pipeline's shape (pytest tests/workflows)"
 python3 -m pytest -c tests/workflows/pytest.ini tests/workflows
 
-# pip puts zizmor's binary beside the Python's scripts, or the user's with --user.
-zizmor=$(command -v zizmor || python3 -c 'import os, sysconfig
+# pip puts a tool's binary beside the Python's scripts, or the user's with --user.
+tool() {
+  local found
+  found=$(command -v "$1" || python3 - "$1" <<'PY'
+import os, sys, sysconfig
 for scheme in (None, f"{os.name}_user"):
-    path = os.path.join(sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts"), "zizmor")
+    path = os.path.join(sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts"), sys.argv[1])
     if os.access(path, os.X_OK):
         print(path)
-        break')
-[ -n "$zizmor" ] || { echo "test-workflows: zizmor is installed but its binary is not found" >&2; exit 1; }
+        break
+PY
+)
+  [ -n "$found" ] || { echo "test-workflows: $1 is installed but its binary is not found" >&2; exit 1; }
+  echo "$found"
+}
+
+zizmor=$(tool zizmor)
 echo "==> zizmor --offline: no finding above low ($("$zizmor" --version))"
 "$zizmor" --offline --no-progress --min-severity medium .github/workflows
 
-# hadolint, installed beside zizmor by the same pins.
-hadolint=$(command -v hadolint || python3 -c 'import os, sysconfig
-for scheme in (None, f"{os.name}_user"):
-    path = os.path.join(sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts"), "hadolint")
-    if os.access(path, os.X_OK):
-        print(path)
-        break')
-[ -n "$hadolint" ] || { echo "test-workflows: hadolint is installed but its binary is not found" >&2; exit 1; }
+hadolint=$(tool hadolint)
 mapfile -t dockerfiles < <(git ls-files '*Dockerfile*')
 echo "==> hadolint: ${dockerfiles[*]}"
 "$hadolint" "${dockerfiles[@]}"

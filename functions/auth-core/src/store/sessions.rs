@@ -193,19 +193,11 @@ pub async fn session_is_alive(
     now: OffsetDateTime,
     idle_limit: time::Duration,
 ) -> Result<bool, Error> {
-    let statement = db
-        .prepare_cached(concat!(
-            "SELECT 1 FROM sessions s WHERE s.id = $1 AND s.user_id = $2 AND ",
-            session_is_live!("$3", "$4")
-        ))
-        .await?;
-    let row = db
-        .query_opt(
-            &statement,
-            &[&session_id, &user_id, &now, &(now - idle_limit)],
-        )
-        .await?;
-    Ok(row.is_some())
+    Ok(
+        user_of_live_session(db, session_id, user_id, now, idle_limit)
+            .await?
+            .is_some(),
+    )
 }
 
 /// The account behind an access token, while its session is alive: `GET /me`'s session check
