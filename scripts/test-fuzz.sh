@@ -34,7 +34,8 @@ trap cleanup EXIT
 cargo build --locked -q -p api-container
 # The limits are part of the contract, but a fuzzer that trips them learns nothing else.
 DATABASE_URL="$base/$db?sslmode=disable" LISTEN_ADDR="127.0.0.1:$port" AUTH_PBKDF2_ITERATIONS=1000 \
-  AUTH_IP_LOGINS_PER_MINUTE=0 AUTH_IP_REGISTRATIONS_PER_HOUR=0 AUTH_COOKIE_SECURE=false LOG_FORMAT=json \
+  AUTH_IP_LOGINS_PER_MINUTE=0 AUTH_IP_REGISTRATIONS_PER_HOUR=0 AUTH_LOGIN_FREE_FAILURES=1000 \
+  AUTH_LOGIN_ACCOUNT_FAILURES=100000 AUTH_COOKIE_SECURE=false LOG_FORMAT=json \
   "${CARGO_TARGET_DIR:-target}/debug/api-container" >"$log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do

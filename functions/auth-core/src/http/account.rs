@@ -42,7 +42,7 @@ pub struct ChangePassword {
         (status = 204, description = "Changed; every other session has ended"),
         (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
         (status = 413, response = Problem), (status = 415, response = Problem), (status = 422, response = Problem),
-        (status = 503, response = Problem), (status = 500, response = Problem),
+        (status = 429, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn change_password(
     State(auth): State<AppState>,
@@ -72,8 +72,8 @@ pub struct DeleteAccount {
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem),
-        (status = 413, response = Problem), (status = 415, response = Problem), (status = 503, response = Problem),
-        (status = 500, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 429, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn delete_account(
     State(auth): State<AppState>,
