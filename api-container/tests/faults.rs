@@ -565,3 +565,165 @@ async fn sigterm_under_load_finishes_every_request_without_a_5xx() {
     );
     db.drop_now().await;
 }
+
+/// One session's chain of refreshes: every answered rotation, in order, until `stop`.
+#[derive(Default)]
+struct Chain {
+    /// (presented, answered successor) for every 200.
+    rotations: Vec<(String, String)>,
+    current: String,
+    unexpected: Vec<String>,
+    refused: usize,
+}
+
+async fn refresh_stream(
+    http: reqwest::Client,
+    base: String,
+    first: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Chain {
+    let mut chain = Chain {
+        current: first,
+        ..Chain::default()
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let answer = http
+            .post(format!("{base}/api/v1/auth/refresh"))
+            .json(&json!({"refresh_token": chain.current}))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status() == 200 => {
+                let grant: Value = response.json().await.unwrap();
+                let next = grant["refresh_token"].as_str().unwrap().to_owned();
+                chain.rotations.push((chain.current.clone(), next.clone()));
+                chain.current = next;
+            }
+            // The outage: the same token again, as a client retries (within the reuse grace, a
+            // rotation that committed before its answer was lost gives the same successor).
+            Ok(response) if response.status() == 503 => {
+                chain.refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(response) => chain.unexpected.push(format!(
+                "{} {}",
+                response.status(),
+                response.text().await.unwrap()
+            )),
+            Err(error) => chain.unexpected.push(format!("no answer: {error}")),
+        }
+    }
+    chain
+}
+
+#[tokio::test]
+async fn a_database_crash_during_refreshes_leaves_every_session_with_the_token_it_was_given() {
+    let cluster = Cluster::start_new();
+    let port = free_port();
+    let service = start(
+        &cluster.url(),
+        port,
+        &[
+            ("DB_POOL_TIMEOUT_MS", "1000"),
+            ("AUTH_IP_REGISTRATIONS_PER_HOUR", "0"),
+            ("AUTH_IP_LOGINS_PER_MINUTE", "0"),
+        ],
+    );
+    let http = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    http.post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let mut firsts = Vec::new();
+    for _ in 0..6 {
+        let grant: Value = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        firsts.push(grant["refresh_token"].as_str().unwrap().to_owned());
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streams: Vec<_> = firsts
+        .into_iter()
+        .map(|first| {
+            tokio::spawn(refresh_stream(
+                http.clone(),
+                base.clone(),
+                first,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.crash();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start();
+    wait_for_status(
+        &http,
+        &format!("{base}/readyz"),
+        200,
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut chains = Vec::new();
+    for stream in streams {
+        chains.push(stream.await.unwrap());
+    }
+
+    let refused: usize = chains.iter().map(|chain| chain.refused).sum();
+    assert!(refused > 0, "the refreshes spanned the outage");
+    let db = cluster.client().await;
+    for chain in &chains {
+        assert!(
+            chain.unexpected.is_empty(),
+            "only 200 and 503: {:?}",
+            chain.unexpected
+        );
+        assert!(chain.rotations.len() > 2, "the stream kept refreshing");
+        // No token was accepted for two different successors.
+        let mut successor: HashMap<&str, &str> = HashMap::new();
+        for (presented, next) in &chain.rotations {
+            let earlier = successor.insert(presented, next);
+            assert!(
+                earlier.is_none_or(|earlier| earlier == next),
+                "one token, two successors"
+            );
+        }
+        // The token the client holds last is the one the database holds live, and the session
+        // has no other.
+        let hash = auth_core::token::refresh_token_hash(&chain.current).to_vec();
+        let row = db
+            .query_one(
+                "SELECT rt.used_at IS NULL, \
+                 (SELECT count(*) FROM refresh_tokens o WHERE o.session_id = rt.session_id AND o.used_at IS NULL) \
+                 FROM refresh_tokens rt WHERE rt.token_hash = $1",
+                &[&hash],
+            )
+            .await
+            .unwrap();
+        let (live, live_in_session): (bool, i64) = (row.get(0), row.get(1));
+        assert!(live, "the last answered token is the live one");
+        assert_eq!(live_in_session, 1, "one usable refresh token per session");
+    }
+    // And it still works.
+    let last = &chains[0].current;
+    let again = http
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": last}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    stop_cleanly(service);
+}
