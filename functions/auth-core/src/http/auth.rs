@@ -42,6 +42,8 @@ pub struct LogoutBody {
 /// Register an account and start its first session.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
     request_body = Credentials,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retry safe: the same key with the same email and password within a day gets 201 for the account the first request created (in a new session), whatever became of the first answer; a key used for a different request gets 422.")),
     responses(
         (status = 201, description = "Registered and signed in; the refresh cookie is set", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "refresh_token=...; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=...; Secure"))),
@@ -55,10 +57,12 @@ pub(crate) async fn register(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
+    let idempotency_key = idempotency_key(&headers)?;
     let signed_in = auth
         .register(
             &body.email,
             &body.password,
+            idempotency_key,
             &client,
             OffsetDateTime::now_utc(),
         )
@@ -69,6 +73,21 @@ pub(crate) async fn register(
         StatusCode::CREATED,
         signed_in,
     ))
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters (a UUID, typically), or absent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(Error::InvalidRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        ))?;
+    Ok(Some(key))
 }
 
 /// Sign in: a new session.

@@ -104,10 +104,14 @@ impl Auth {
         })
     }
 
+    /// Registers an account and starts its first session. With an `Idempotency-Key`, a retry of a
+    /// registration that did commit (whatever became of its answer) is answered as it was: 201
+    /// with a new session, for whoever still sends the same email and password.
     pub async fn register(
         &self,
         raw_email: &str,
         raw_password: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
@@ -121,6 +125,8 @@ impl Auth {
         .await?;
         // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
         // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
+        // A retry of a committed registration is checked against the account's password.
+        let password_for_replay = idempotency_key.map(|_| raw_password.to_owned());
         let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
         let (min_score, iterations) = (
             self.config.password_min_score,
@@ -143,9 +149,87 @@ impl Auth {
         let started = {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
+            if let Some(key) = idempotency_key {
+                let key_hash = token::sha256(key.as_bytes());
+                match store::claim_idempotency_key(&tx, &key_hash, "register", user.id, now).await?
+                {
+                    store::KeyClaim::Claimed => {}
+                    store::KeyClaim::Used { endpoint, user_id } => {
+                        drop(tx);
+                        drop(db);
+                        return self
+                            .replay_registration(
+                                &endpoint,
+                                user_id,
+                                &user.email,
+                                password_for_replay.as_deref().unwrap_or_default(),
+                                client,
+                                now,
+                            )
+                            .await;
+                    }
+                }
+            }
             store::insert_user(&tx, &user).await?;
             let started = self
                 .start_session(&tx, user.id, store::EventType::Registered, client, now)
+                .await?;
+            tx.commit().await?;
+            started
+        };
+        self.sign_in(
+            user.into(),
+            started.session_id,
+            started.expires_at,
+            started.refresh_token,
+            now,
+        )
+        .await
+    }
+
+    /// The answer to a registration retried with its Idempotency-Key: the account the first
+    /// request created, in a new session, if this request is the same one (same email, and a
+    /// password that is still the account's).
+    async fn replay_registration(
+        &self,
+        endpoint: &str,
+        user_id: Uuid,
+        email: &str,
+        raw_password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        let reused = || {
+            let mut errors = crate::error::FieldErrors::new();
+            errors.insert(
+                "Idempotency-Key",
+                vec!["This key was used for a different request.".to_owned()],
+            );
+            Error::Validation(errors)
+        };
+        let user = store::find_user(&self.pool.get().await?, user_id).await?;
+        let Some(user) = user.filter(|user| endpoint == "register" && user.email == email) else {
+            return Err(reused());
+        };
+        let Some(password) = password::password_as_typed(raw_password) else {
+            return Err(reused());
+        };
+        let (stored, iterations) = (user.password_hash.clone(), self.config.pbkdf2_iterations);
+        let verification = self
+            .hashing
+            .run(move || password::verify_password(&password, &stored, iterations))
+            .await??;
+        if !matches!(verification, password::Verification::Match { .. }) {
+            return Err(reused());
+        }
+        let started = {
+            let mut db = self.pool.get().await?;
+            let tx = db.transaction().await?;
+            if !store::lock_user_with_password(&tx, user.id, &user.password_hash).await? {
+                return Err(reused());
+            }
+            let started = self
+                .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
                 .await?;
             tx.commit().await?;
             started

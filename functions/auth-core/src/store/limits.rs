@@ -137,6 +137,13 @@ pub async fn prune_expired(
         &[&(now - time::Duration::DAY), &PRUNE_BATCH],
     )
     .await?;
+    // An idempotency key answers retries for a day.
+    db.execute(
+        "DELETE FROM idempotency_keys WHERE key_hash IN \
+         (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
+    )
+    .await?;
     let a_day_ago = now - time::Duration::DAY;
     db.execute(
         "DELETE FROM sessions WHERE id IN ( \

@@ -44,8 +44,8 @@ pub use sessions::{
     session_for_refresh_token, session_is_alive, start_session, user_of_live_session,
 };
 pub use users::{
-    UserRow, delete_user, find_user, find_user_by_email, insert_user, lock_user_with_password,
-    replace_password_hash, set_password_hash,
+    KeyClaim, UserRow, claim_idempotency_key, delete_user, find_user, find_user_by_email,
+    insert_user, lock_user_with_password, replace_password_hash, set_password_hash,
 };
 
 /// Durations travel as seconds for `make_interval`: tokio-postgres has no `interval` mapping.

@@ -124,3 +124,42 @@ pub async fn delete_user(db: &impl GenericClient, user_id: Uuid) -> Result<(), E
         .await?;
     Ok(())
 }
+
+/// What an Idempotency-Key was first used for.
+pub enum KeyClaim {
+    /// The key is new: it now belongs to this request (with its transaction).
+    Claimed,
+    /// A committed request used it: the endpoint and the account it created.
+    Used { endpoint: String, user_id: Uuid },
+}
+
+/// Claims an idempotency key for `user_id` inside the caller's transaction. A request holding
+/// the same key in a transaction not yet committed makes this wait for its outcome.
+pub async fn claim_idempotency_key(
+    tx: &impl GenericClient,
+    key_hash: &[u8; 32],
+    endpoint: &str,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<KeyClaim, Error> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO idempotency_keys (key_hash, endpoint, user_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING",
+            &[&key_hash.as_slice(), &endpoint, &user_id, &now],
+        )
+        .await?;
+    if inserted == 1 {
+        return Ok(KeyClaim::Claimed);
+    }
+    let row = tx
+        .query_one(
+            "SELECT endpoint, user_id FROM idempotency_keys WHERE key_hash = $1",
+            &[&key_hash.as_slice()],
+        )
+        .await?;
+    Ok(KeyClaim::Used {
+        endpoint: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+    })
+}

@@ -201,3 +201,79 @@ impl crate::helpers::TestApp {
         reply
     }
 }
+
+async fn register_with_key(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    password: &str,
+    key: &str,
+) -> crate::helpers::Reply {
+    crate::helpers::Reply::from(
+        app.http
+            .post(app.url("/api/v1/auth/register"))
+            .header("idempotency-key", key)
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_registration_retried_with_its_idempotency_key_gets_the_same_answer() {
+    use crate::helpers::STRONG_PASSWORD;
+    let app = crate::helpers::spawn_app_with(&[("AUTH_IP_REGISTRATIONS_PER_HOUR", "0")]).await;
+    let key = "6f1d0c5e-2b7a-4c1e-9a55-0d3c8f2b7e11";
+    let first = register_with_key(&app, "ann@example.com", STRONG_PASSWORD, key).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    // The retry: the same answer for the same account, in a session of its own.
+    let retry = register_with_key(&app, "Ann@Example.com", STRONG_PASSWORD, key).await;
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    assert_eq!(retry.body["user"], first.body["user"]);
+    assert_ne!(
+        crate::helpers::claim(&retry.access_token(), "sid"),
+        crate::helpers::claim(&first.access_token(), "sid")
+    );
+    assert_eq!(app.me(&retry.access_token()).await.status, 200);
+    assert_eq!(app.me(&first.access_token()).await.status, 200);
+    // Without the key the email is taken, as ever.
+    app.register("ann@example.com", STRONG_PASSWORD)
+        .await
+        .assert_problem(409, "email_taken");
+    // The key used for anything else: another email, or the right email with another password.
+    for (email, password) in [
+        ("bob@example.com", STRONG_PASSWORD),
+        ("ann@example.com", "a different but strong passphrase"),
+    ] {
+        let reused = register_with_key(&app, email, password, key).await;
+        reused.assert_problem(422, "validation_failed");
+        assert!(
+            reused.body["errors"]["Idempotency-Key"].is_array(),
+            "{}",
+            reused.text
+        );
+    }
+    // A key that cannot be one.
+    register_with_key(&app, "cyd@example.com", STRONG_PASSWORD, &"k".repeat(256))
+        .await
+        .assert_problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn concurrent_registrations_with_one_key_make_one_account() {
+    use crate::helpers::STRONG_PASSWORD;
+    let app = crate::helpers::spawn_app_with(&[("AUTH_IP_REGISTRATIONS_PER_HOUR", "0")]).await;
+    let attempts =
+        (0..6).map(|_| register_with_key(&app, "ann@example.com", STRONG_PASSWORD, "one-key"));
+    let replies = futures::future::join_all(attempts).await;
+    assert!(
+        replies.iter().all(|reply| reply.status == 201),
+        "{replies:?}"
+    );
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|reply| reply.body["user"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1);
+}
