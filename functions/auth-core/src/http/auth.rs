@@ -42,7 +42,7 @@ pub struct LogoutBody {
 /// Register an account and start its first session.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
     request_body = Credentials,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
         description = "Makes a retry safe: the same key with the same email and password within a day gets 201 for the account the first request created (in a new session), whatever became of the first answer; a key used for a different request gets 422.")),
     responses(
         (status = 201, description = "Registered and signed in; the refresh cookie is set", body = TokenResponse,
