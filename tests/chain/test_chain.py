@@ -28,6 +28,7 @@ import fnmatch
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,13 +44,13 @@ RUN = os.getpid()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    work = tmp_path_factory.mktemp("chain")
-    # nginx's workers (nobody) walk into their folders.
-    for folder in [work, *work.parents]:
-        if str(folder) in ("/", "/tmp"):
-            break
-        os.chmod(folder, 0o755)
+def world():
+    # Not under pytest's /tmp/pytest-of-root: every pytest run as root (any other test suite on
+    # this machine) sets that folder back to 0700, and nginx's workers and the postgres user
+    # walk into their folders here. /var/tmp, where the images' build cache lives too.
+    work = Path(tempfile.mkdtemp(prefix="latchkey-chain-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    print(f"chain: this run's folders are in {work}")
     local = f"latchkey-chain-{RUN}"
     w = type("World", (), {})()
     w.work = work
