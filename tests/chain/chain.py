@@ -746,6 +746,20 @@ class DeployLambda:
                 text += f"--- {name}\n" + path.read_text(errors="replace")
         return text
 
+    def last_error(self) -> str:
+        """The error of the function's last failed invocation, as its log has it (the same text
+        as the invocation's errorMessage, which `cargo lambda invoke` prints wrapped at 80
+        columns, splitting instance ids and image references across lines)."""
+        found = ""
+        for line in (self.folder / "function.log").read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("message") == "deploy did not happen":
+                found = f"{record.get('error_type')}: {record.get('error')}"
+        return found
+
     def invoke(self, event: dict, name: str) -> subprocess.CompletedProcess:
         assert self.function.poll() is None, f"the function exited {self.function.returncode}\n{self.log()}"
         path = self.folder / f"{name}.json"

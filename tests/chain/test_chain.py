@@ -291,10 +291,11 @@ def test_a_push_that_never_gets_ready_is_rolled_back_and_stops_the_roll(world):
         load.kill()
     print(f"the failed deploy took {time.monotonic() - began:.0f}s")
     assert done.returncode != 0, (done.stdout, done.stderr)
-    answer = done.stdout + done.stderr
+    assert "Deploy.Failed" in done.stdout + done.stderr, (done.stdout, done.stderr)
+    answer = w.deploy.last_error()
     first, second = w.hosts
     # The Lambda's invocation fails with the host's own words.
-    assert "Deploy.Failed" in answer, answer
+    assert answer.startswith("Deploy.Failed: "), answer
     assert f"{first.instance} Failed" in answer, answer
     assert f"{second.instance} Cancelled" in answer or f"{second.instance} Pending" in answer, answer
     assert "was not ready within 12s" in answer, answer
