@@ -44,7 +44,7 @@ RUN = os.getpid()
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(request):
     # Not under pytest's /tmp/pytest-of-root: every pytest run as root (any other test suite on
     # this machine) sets that folder back to 0700, and nginx's workers and the postgres user
     # walk into their folders here. /var/tmp, where the images' build cache lives too.
@@ -54,6 +54,7 @@ def world():
     local = f"latchkey-chain-{RUN}"
     w = type("World", (), {})()
     w.work = work
+    ready = False
     stops = []
     try:
         chain.build_images(work, local)
@@ -129,6 +130,7 @@ def world():
         w.deploy = chain.DeployLambda(work / "lambda", w.moto, w.registry)
         w.deploy.start()
         stops.append(w.deploy.stop)
+        ready = True
         yield w
     finally:
         failures = []
@@ -139,6 +141,11 @@ def world():
                 failures.append(repr(error))
         if failures:
             print("clean-up problems:", *failures, sep="\n  ")
+        # Kept for a look when a test failed (its logs: lambda/, host-*/, registry/).
+        if not ready or request.session.testsfailed or failures:
+            print(f"chain: kept {work}")
+        else:
+            chain.shutil.rmtree(work, ignore_errors=True)
 
 
 def remove_images(w):
