@@ -23,7 +23,8 @@ Each class is one link as it exists on AWS, played here by the real program wher
 - Frontend: nginx with the real frontend/nginx.conf, rendered as infra/host/bootstrap.sh renders
   it (one `server` line per back-end), in front of the hosts.
 - DeployLambda: the deploy function through the Lambda runtime API (`cargo lambda watch` and
-  `cargo lambda invoke`), with template.yaml's environment for the function.
+  `cargo lambda invoke`), with template.yaml's environment for the function and the invocation
+  deadline its Timeout gives (RuntimeApiDeadline: cargo lambda's own is long past).
 """
 
 from __future__ import annotations
@@ -586,15 +587,93 @@ http {{
         stop_nginx(self.folder / "nginx.pid")
 
 
+class RuntimeApiDeadline:
+    """The Lambda runtime API as the function sees it: `cargo lambda watch`'s, with the
+    invocation's deadline that Lambda would send.
+
+    cargo lambda watch (1.9.2) answers every /invocation/next with the fixed header
+    `Lambda-Runtime-Deadline-Ms: 600000`, i.e. ten minutes after the Unix epoch, a deadline long
+    past; its --timeout only bounds how long the invoke request waits. A function that honours
+    its deadline (the deploy function does, DEADLINE_MARGIN before it) would stop waiting at once.
+    This proxy forwards every runtime API call to cargo lambda and replaces that header with what
+    Lambda sends: the moment the event is handed out plus the function's timeout."""
+
+    def __init__(self, upstream_port: int, prefix: str, timeout: int):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.timeout = timeout
+        self.deadlines: list[int] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args):
+                pass
+
+            def _forward(self):
+                import http.client
+
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v for k, v in self.headers.items()
+                    if k.lower() not in ("host", "connection", "content-length")
+                }
+                connection = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=None)
+                try:
+                    connection.request(self.command, prefix + self.path, body=body, headers=headers)
+                    reply = connection.getresponse()
+                    data = reply.read()
+                    handed_out = time.time()
+                    self.send_response(reply.status)
+                    for key, value in reply.getheaders():
+                        lower = key.lower()
+                        if lower in ("content-length", "connection", "transfer-encoding"):
+                            continue
+                        if lower == "lambda-runtime-deadline-ms":
+                            value = str(int((handed_out + proxy.timeout) * 1000))
+                            proxy.deadlines.append(int(value))
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    # cargo lambda watch or the function stopped (the end of the test).
+                    self.close_connection = True
+                finally:
+                    connection.close()
+
+            do_GET = do_POST = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class DeployLambda:
-    """The deploy function under `cargo lambda watch`, invoked with `cargo lambda invoke`."""
+    """The deploy function behind the Lambda runtime API of `cargo lambda watch`
+    (--only-lambda-apis), invoked with `cargo lambda invoke`. The function's binary (built by
+    scripts/test-chain.sh) runs as Lambda runs a provided.al2023 bootstrap, with
+    AWS_LAMBDA_RUNTIME_API pointing at RuntimeApiDeadline (see there why)."""
 
     def __init__(self, folder: Path, moto: Moto, registry: Registry):
         self.folder = folder
         (self.port,) = free_ports(1)
         self.process = None
+        self.function = None
+        self.runtime_api = None
         properties = template()["Resources"]["DeployFunction"]["Properties"]
         self.timeout = int(properties["Timeout"])
+        self.memory = int(properties.get("MemorySize", 128))
         variables = properties["Environment"]["Variables"]
         # template.yaml's settings for the function; what CloudFormation fills in from the stack
         # (!Ref, !Sub) is this run's: the local registry, the document's name, the default tag.
@@ -618,44 +697,93 @@ class DeployLambda:
         unresolved = set(variables) - set(self.env)
         assert not unresolved, f"template.yaml sets {unresolved}, which this test does not"
 
+    @staticmethod
+    def binary() -> Path:
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+        if not target.is_absolute():
+            target = ROOT / target
+        return target / "debug" / "deploy"
+
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        env_file = self.folder / "deploy.env"
-        env_file.write_text("".join(f'{k}="{v}"\n' for k, v in self.env.items()))
+        binary = self.binary()
+        assert binary.exists(), f"{binary}: build it first (cargo build -p deploy --bins)"
         log = open(self.folder / "watch.log", "w")  # noqa: SIM115 - kept for the process
         self.process = subprocess.Popen(
             [
-                "cargo", "lambda", "watch", "--package", "deploy", "--bin", "deploy",
+                "cargo", "lambda", "watch", "--only-lambda-apis",
                 "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
-                "--ignore-changes", "--env-file", str(env_file),
-                # The function's timeout in template.yaml (the invocation's deadline).
+                # How long `cargo lambda invoke` waits for the answer: the function's timeout.
                 "--timeout", str(self.timeout),
             ],
             cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
         )
         wait_for("cargo lambda watch listening", 60, lambda: port_answers(self.port))
+        self.runtime_api = RuntimeApiDeadline(self.port, "/.rt", self.timeout)
+        self.runtime_api.start()
+        function_log = open(self.folder / "function.log", "w")  # noqa: SIM115
+        self.function = subprocess.Popen(
+            [str(binary)],
+            cwd=self.folder, stdout=function_log, stderr=subprocess.STDOUT,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **self.env,
+                "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.runtime_api.port}",
+                "AWS_LAMBDA_FUNCTION_NAME": "deploy",
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory),
+            },
+            start_new_session=True,
+        )
+        time.sleep(1)
+        assert self.function.poll() is None, self.log()
 
     def log(self) -> str:
-        return (self.folder / "watch.log").read_text(errors="replace")
+        text = ""
+        for name in ("watch.log", "function.log"):
+            path = self.folder / name
+            if path.exists():
+                text += f"--- {name}\n" + path.read_text(errors="replace")
+        return text
+
+    def last_error(self) -> str:
+        """The error of the function's last failed invocation, as its log has it (the same text
+        as the invocation's errorMessage, which `cargo lambda invoke` prints wrapped at 80
+        columns, splitting instance ids and image references across lines)."""
+        found = ""
+        for line in (self.folder / "function.log").read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("message") == "deploy did not happen":
+                found = f"{record.get('error_type')}: {record.get('error')}"
+        return found
 
     def invoke(self, event: dict, name: str) -> subprocess.CompletedProcess:
+        assert self.function.poll() is None, f"the function exited {self.function.returncode}\n{self.log()}"
         path = self.folder / f"{name}.json"
         path.write_text(json.dumps(event))
+        # No function name: with --only-lambda-apis the runtime API's bare routes (the ones a
+        # bootstrap polls) serve the default function.
         return subprocess.run(
             [
-                "cargo", "lambda", "invoke", "deploy", "--invoke-address", "127.0.0.1",
+                "cargo", "lambda", "invoke", "--invoke-address", "127.0.0.1",
                 "--invoke-port", str(self.port), "--data-file", str(path), "--output-format", "json",
             ],
             cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
         )
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        for process in (self.function, self.process):
+            if process and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        if self.runtime_api:
+            self.runtime_api.stop()
 
 
 def push_event(tag: str, digest: str) -> dict:

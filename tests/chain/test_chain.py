@@ -28,6 +28,7 @@ import fnmatch
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,16 +44,17 @@ RUN = os.getpid()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    work = tmp_path_factory.mktemp("chain")
-    # nginx's workers (nobody) walk into their folders.
-    for folder in [work, *work.parents]:
-        if str(folder) in ("/", "/tmp"):
-            break
-        os.chmod(folder, 0o755)
+def world(request):
+    # Not under pytest's /tmp/pytest-of-root: every pytest run as root (any other test suite on
+    # this machine) sets that folder back to 0700, and nginx's workers and the postgres user
+    # walk into their folders here. /var/tmp, where the images' build cache lives too.
+    work = Path(tempfile.mkdtemp(prefix="latchkey-chain-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    print(f"chain: this run's folders are in {work}")
     local = f"latchkey-chain-{RUN}"
     w = type("World", (), {})()
     w.work = work
+    ready = False
     stops = []
     try:
         chain.build_images(work, local)
@@ -128,6 +130,7 @@ def world(tmp_path_factory):
         w.deploy = chain.DeployLambda(work / "lambda", w.moto, w.registry)
         w.deploy.start()
         stops.append(w.deploy.stop)
+        ready = True
         yield w
     finally:
         failures = []
@@ -138,6 +141,11 @@ def world(tmp_path_factory):
                 failures.append(repr(error))
         if failures:
             print("clean-up problems:", *failures, sep="\n  ")
+        # Kept for a look when a test failed (its logs: lambda/, host-*/, registry/).
+        if not ready or request.session.testsfailed or failures:
+            print(f"chain: kept {work}")
+        else:
+            chain.shutil.rmtree(work, ignore_errors=True)
 
 
 def remove_images(w):
@@ -290,10 +298,11 @@ def test_a_push_that_never_gets_ready_is_rolled_back_and_stops_the_roll(world):
         load.kill()
     print(f"the failed deploy took {time.monotonic() - began:.0f}s")
     assert done.returncode != 0, (done.stdout, done.stderr)
-    answer = done.stdout + done.stderr
+    assert "Deploy.Failed" in done.stdout + done.stderr, (done.stdout, done.stderr)
+    answer = w.deploy.last_error()
     first, second = w.hosts
     # The Lambda's invocation fails with the host's own words.
-    assert "Deploy.Failed" in answer, answer
+    assert answer.startswith("Deploy.Failed: "), answer
     assert f"{first.instance} Failed" in answer, answer
     assert f"{second.instance} Cancelled" in answer or f"{second.instance} Pending" in answer, answer
     assert "was not ready within 12s" in answer, answer
