@@ -47,8 +47,11 @@ scripts/test-e2e.sh || e2e_status=$?
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "==> test-deploy (the image and the host deploy script, on the Docker engine)"
   scripts/test-deploy.sh
+  echo "==> test-chain (image -> registry and moto's ECR -> deploy Lambda -> SSM document -> two hosts behind the front-end, under load)"
+  scripts/test-chain.sh
 else
   echo "==> SKIPPED test-deploy: no Docker engine answers ('docker info' failed): the image and the host deploy script were NOT tested"
+  echo "==> SKIPPED test-chain: no Docker engine answers: the deploy chain was NOT tested"
 fi
 
 # Before the Rust suites: the deploy Lambda's moto tests use the virtualenv this script sets up.
