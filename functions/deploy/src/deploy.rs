@@ -117,6 +117,15 @@ impl Deployer {
             return configured;
         }
         let lambda = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        if lambda <= self.time.now() {
+            // Not a deadline Lambda would send (`cargo lambda watch` sends a fixed 600000, ten
+            // minutes after 1970): waiting until it would mean not waiting at all.
+            tracing::warn!(
+                deadline_ms,
+                "the invocation's deadline is already past; waiting as configured"
+            );
+            return configured;
+        }
         configured.min(
             lambda
                 .checked_sub(DEADLINE_MARGIN)

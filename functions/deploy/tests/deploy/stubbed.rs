@@ -368,6 +368,31 @@ async fn the_wait_ends_before_the_lambdas_own_deadline() {
 }
 
 #[tokio::test]
+async fn a_deadline_already_past_at_the_start_is_ignored_not_obeyed() {
+    let ecr = image_found(&[TAG]);
+    let (send, cmd) = (command_sent(), command(CommandStatus::InProgress, 1));
+    let list = listed(&[("i-0aaa", CommandInvocationStatus::InProgress)]);
+    let forever = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .match_requests(on("i-0aaa"))
+        .then_output(|| invocation("i-0aaa", CommandInvocationStatus::InProgress, "", ""));
+    let s = stubs(&[&ecr], &[&send, &cmd, &list, &forever], "120");
+    // What `cargo lambda watch` sends: 600 000 ms after the epoch.
+    let mut context = Context::default();
+    context.deadline = 600_000;
+    let error = s
+        .deployer
+        .handle(LambdaEvent::new(push_event(DIGEST), context))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DeployError::TimedOut { .. }), "{error}");
+    let elapsed = s.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(120),
+        "waited as configured: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
 async fn invocation_does_not_exist_means_not_yet() {
     let ecr = image_found(&[TAG]);
     let (send, cmd) = (command_sent(), command(CommandStatus::InProgress, 1));
