@@ -222,11 +222,29 @@ impl Auth {
         if !matches!(verification, password::Verification::Match { .. }) {
             return Err(reused());
         }
+        self.sign_in_while_password_holds(user, client, now)
+            .await
+            .map_err(|error| match error {
+                Error::InvalidCredentials => reused(),
+                other => other,
+            })
+    }
+
+    /// Stores a new session for `user` only while the password hash just checked is still the
+    /// account's, with the row locked against a change until it is (a change that committed
+    /// first refuses this sign-in with `invalid_credentials`; one that comes after ends its
+    /// session), then signs its first tokens.
+    async fn sign_in_while_password_holds(
+        &self,
+        user: UserRow,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
         let started = {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
             if !store::lock_user_with_password(&tx, user.id, &user.password_hash).await? {
-                return Err(reused());
+                return Err(Error::InvalidCredentials);
             }
             let started = self
                 .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
@@ -272,32 +290,12 @@ impl Auth {
         let Some(user) = user else {
             return Err(Error::InvalidCredentials);
         };
-        let started = {
-            let mut db = self.pool.get().await?;
-            let tx = db.transaction().await?;
-            // The session is stored only while the password just checked is still the account's,
-            // with the row locked against a change until it is: a change that committed first
-            // refuses this login, one that comes after ends its session.
-            if !store::lock_user_with_password(&tx, user.id, &user.password_hash).await? {
-                return Err(Error::InvalidCredentials);
-            }
-            let started = self
-                .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
-                .await?;
-            tx.commit().await?;
-            started
-        };
+        let (user_id, checked_hash) = (user.id, user.password_hash.clone());
+        let signed_in = self.sign_in_while_password_holds(user, client, now).await?;
         if needs_rehash {
-            self.rehash(user.id, &user.password_hash, password).await;
+            self.rehash(user_id, &checked_hash, password).await;
         }
-        self.sign_in(
-            user.into(),
-            started.session_id,
-            started.expires_at,
-            started.refresh_token,
-            now,
-        )
-        .await
+        Ok(signed_in)
     }
 
     /// Upgrades a hash made with fewer iterations than configured. A failure only delays the
