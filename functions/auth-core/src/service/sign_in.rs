@@ -80,11 +80,14 @@ impl Auth {
     pub(super) async fn sign_in(
         &self,
         account: Account,
-        session_id: Uuid,
-        session_expires_at: OffsetDateTime,
-        refresh_token: String,
+        session: StartedSession,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
+        let StartedSession {
+            session_id,
+            expires_at: session_expires_at,
+            refresh_token,
+        } = session;
         let ring = self.keys.fresh_ring(&self.pool, now).await?;
         let access_token = token::issue_access_token(
             &ring,
@@ -177,14 +180,7 @@ impl Auth {
             tx.commit().await?;
             started
         };
-        self.sign_in(
-            user.into(),
-            started.session_id,
-            started.expires_at,
-            started.refresh_token,
-            now,
-        )
-        .await
+        self.sign_in(user.into(), started, now).await
     }
 
     /// The answer to a registration retried with its Idempotency-Key: the account the first
@@ -252,14 +248,7 @@ impl Auth {
             tx.commit().await?;
             started
         };
-        self.sign_in(
-            user.into(),
-            started.session_id,
-            started.expires_at,
-            started.refresh_token,
-            now,
-        )
-        .await
+        self.sign_in(user.into(), started, now).await
     }
 
     pub async fn login(

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use super::sign_in::StartedSession;
 use super::{Auth, ClientInfo, SignedIn, record_event, to_time};
 use crate::error::Error;
 use crate::store::{self, Rotation};
@@ -57,14 +58,12 @@ impl Auth {
                 Rotation::Refused(reason) => return Err(Error::token(reason)),
             }
         };
-        self.sign_in(
-            session.user.into(),
-            session.session_id,
-            session.expires_at,
-            successor,
-            now,
-        )
-        .await
+        let started = StartedSession {
+            session_id: session.session_id,
+            expires_at: session.expires_at,
+            refresh_token: successor,
+        };
+        self.sign_in(session.user.into(), started, now).await
     }
 
     /// Ends every session named by a valid access token or one of the refresh tokens. Unknown or
