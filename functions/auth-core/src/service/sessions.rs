@@ -46,20 +46,12 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
-        let mut db = self.pool.get().await?;
-        let tx = db.transaction().await?;
-        if !store::revoke_user_session(&tx, subject.user_id, session_id, now).await? {
+        let ended = self
+            .end_sessions(subject.user_id, Ending::Only(session_id), client, now)
+            .await?;
+        if ended == 0 {
             return Err(Error::NotFound);
         }
-        record_event(
-            &tx,
-            subject.user_id,
-            store::EventType::SessionRevoked,
-            client,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -70,19 +62,43 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
+        self.end_sessions(
+            subject.user_id,
+            Ending::AllBut(subject.session_id),
+            client,
+            now,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends the user's sessions `ending` names and, when any ended, records it for the owner, in
+    /// one transaction; returns how many ended.
+    async fn end_sessions(
+        &self,
+        user_id: Uuid,
+        ending: Ending,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<u64, Error> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        if store::revoke_other_sessions(&tx, subject.user_id, subject.session_id, now).await? > 0 {
-            record_event(
-                &tx,
-                subject.user_id,
-                store::EventType::SessionRevoked,
-                client,
-                now,
-            )
-            .await?;
+        let ended = match ending {
+            Ending::Only(session_id) => {
+                u64::from(store::revoke_user_session(&tx, user_id, session_id, now).await?)
+            }
+            Ending::AllBut(keep) => store::revoke_other_sessions(&tx, user_id, keep, now).await?,
+        };
+        if ended > 0 {
+            record_event(&tx, user_id, store::EventType::SessionRevoked, client, now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(ended)
     }
+}
+
+/// Which of a user's sessions to end.
+enum Ending {
+    Only(Uuid),
+    AllBut(Uuid),
 }
