@@ -49,7 +49,8 @@ pub struct SessionView {
 }
 
 impl From<SessionInfo> for SessionView {
-    fn from(session: SessionInfo) -> Self {
+    fn from(info: SessionInfo) -> Self {
+        let session = info.session;
         SessionView {
             id: session.id,
             created_at: session.created_at,
@@ -57,7 +58,7 @@ impl From<SessionInfo> for SessionView {
             expires_at: session.expires_at,
             ip: session.ip,
             user_agent: session.user_agent,
-            current: session.current,
+            current: info.current,
         }
     }
 }

@@ -78,16 +78,10 @@ impl From<UserRow> for Account {
     }
 }
 
-/// One of the account's live sessions.
+/// One of the account's live sessions, as stored, and whether it is the one asking.
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
-    pub id: Uuid,
-    pub created_at: OffsetDateTime,
-    pub last_used_at: OffsetDateTime,
-    /// The session's absolute end; the idle limit can end it sooner.
-    pub expires_at: OffsetDateTime,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub session: store::SessionRow,
     /// The session making the request.
     pub current: bool,
 }

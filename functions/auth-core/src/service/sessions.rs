@@ -26,14 +26,9 @@ impl Auth {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|row| SessionInfo {
-                current: row.id == subject.session_id,
-                id: row.id,
-                created_at: row.created_at,
-                last_used_at: row.last_used_at,
-                expires_at: row.expires_at,
-                ip: row.ip,
-                user_agent: row.user_agent,
+            .map(|session| SessionInfo {
+                current: session.id == subject.session_id,
+                session,
             })
             .collect())
     }

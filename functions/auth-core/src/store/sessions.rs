@@ -227,10 +227,12 @@ pub async fn user_of_live_session(
     row.as_ref().map(|row| user_from(row, 0)).transpose()
 }
 
+#[derive(Clone, Debug)]
 pub struct SessionRow {
     pub id: Uuid,
     pub created_at: OffsetDateTime,
     pub last_used_at: OffsetDateTime,
+    /// The session's absolute end; the idle limit can end it sooner.
     pub expires_at: OffsetDateTime,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
