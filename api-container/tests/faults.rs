@@ -140,6 +140,7 @@ async fn a_database_crash_under_load_gives_503s_then_recovers_by_itself_losing_n
     // During the outage: the process serves, is not ready, and database work is 503.
     assert_eq!(status_of(&http, &format!("{base}/healthz")).await, 200);
     assert_eq!(status_of(&http, &format!("{base}/readyz")).await, 503);
+    let asked = Instant::now();
     let me = http
         .get(format!("{base}/api/v1/me"))
         .bearer_auth(&token)
@@ -147,6 +148,13 @@ async fn a_database_crash_under_load_gives_503s_then_recovers_by_itself_losing_n
         .await
         .unwrap();
     assert_eq!(me.status(), 503);
+    // Answered once the pool gives up (DB_POOL_TIMEOUT_MS, 1 s here, for the wait and for the
+    // connection attempt), not when the client's own 20 s timeout would end it.
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the outage answer took {waited:?}"
+    );
     let problem: Value = me.json().await.unwrap();
     assert_eq!(problem["code"], "unavailable");
 
