@@ -254,20 +254,24 @@ async fn across_every_network_an_email_backs_off_after_the_account_ceiling() {
 
 #[tokio::test]
 async fn the_addresses_of_one_ipv6_slash_64_share_one_budget() {
-    let app = spawn_app_with(&[
+    let settings = [
         ("AUTH_IP_LOGINS_PER_MINUTE", "3"),
         ("AUTH_TRUSTED_PROXIES", "127.0.0.1/32"),
-    ])
-    .await;
+    ];
+    let app = spawn_app_with(&settings).await;
+    let other = spawn_app_on(app.db.clone(), &settings).await;
     for (i, address) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"]
         .into_iter()
         .enumerate()
     {
-        app.login_as_client(&format!("u{i}@example.com"), "guess", Some(address))
+        let instance = if i % 2 == 0 { &app } else { &other };
+        instance
+            .login_as_client(&format!("u{i}@example.com"), "guess", Some(address))
             .await
             .assert_problem(401, "invalid_credentials");
     }
-    app.login_as_client("u9@example.com", "guess", Some("2001:db8:1:2:abcd::1"))
+    other
+        .login_as_client("u9@example.com", "guess", Some("2001:db8:1:2:abcd::1"))
         .await
         .assert_problem(429, "too_many_requests");
     app.login_as_client("u9@example.com", "guess", Some("2001:db8:1:3::1"))
@@ -555,6 +559,23 @@ async fn a_session_keeps_a_bounded_refresh_history_and_still_detects_reuse() {
 }
 
 // 8. The smaller ones.
+
+#[tokio::test]
+async fn the_reuse_grace_is_measured_on_the_databases_clock() {
+    let app = spawn_app_with(&[]).await;
+    let token = app.signed_up("ann@example.com").await.refresh_token();
+    let client = auth_core::service::ClientInfo::default();
+    let now = time::OffsetDateTime::now_utc();
+    let first = app.auth.refresh(&token, &client, now).await.unwrap();
+    // An instance whose clock runs an hour ahead presents the same token again at once: by the
+    // database's clock that is within the grace, so it gets the same successor, not a reuse.
+    let again = app
+        .auth
+        .refresh(&token, &client, now + time::Duration::HOUR)
+        .await
+        .unwrap();
+    assert_eq!(again.refresh_token, first.refresh_token);
+}
 
 #[tokio::test]
 async fn a_second_refresh_cookie_planted_for_a_wider_path_is_refused_not_chosen() {
