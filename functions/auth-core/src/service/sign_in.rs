@@ -296,8 +296,7 @@ impl Auth {
                 .hashing
                 .run(move || password::hash_password(&password, iterations))
                 .await??;
-            store::replace_password_hash(&self.pool.get().await?, user_id, old_hash, &new_hash)
-                .await
+            store::set_password_hash(&self.pool.get().await?, user_id, old_hash, &new_hash).await
         };
         if let Err(error) = upgraded.await {
             tracing::warn!(%user_id, error = %crate::error::cause_chain(&error), "password re-hash postponed");

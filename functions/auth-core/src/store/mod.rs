@@ -45,7 +45,7 @@ pub use sessions::{
 };
 pub use users::{
     KeyClaim, UserRow, claim_idempotency_key, delete_user, find_user, find_user_by_email,
-    insert_user, lock_user_with_password, replace_password_hash, set_password_hash,
+    insert_user, lock_user_with_password, set_password_hash,
 };
 
 /// Durations travel as seconds for `make_interval`: tokio-postgres has no `interval` mapping.

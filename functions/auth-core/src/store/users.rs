@@ -70,22 +70,6 @@ pub async fn find_user(db: &impl GenericClient, id: Uuid) -> Result<Option<UserR
     row.as_ref().map(|row| user_from(row, 0)).transpose()
 }
 
-/// Replaces a hash only if it is still the one that was verified, so a concurrent password change
-/// is never overwritten by a transparent re-hash.
-pub async fn replace_password_hash(
-    db: &impl GenericClient,
-    user_id: Uuid,
-    old_hash: &str,
-    new_hash: &str,
-) -> Result<(), Error> {
-    db.execute(
-        "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
-        &[&user_id, &old_hash, &new_hash],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Locks the user's row against a password change until the transaction ends, if `hash` is
 /// still its password; `false` when the password has changed since it was read.
 pub async fn lock_user_with_password(
@@ -102,8 +86,9 @@ pub async fn lock_user_with_password(
     Ok(row.is_some())
 }
 
-/// Sets a new password hash if `old_hash` is still the account's (so of two concurrent changes
-/// only the first wins); `false` when it is not.
+/// Sets a new password hash if `old_hash` is still the account's, so that of two concurrent
+/// changes only the first wins and a transparent re-hash never overwrites a change; `false` when
+/// it is not.
 pub async fn set_password_hash(
     db: &impl GenericClient,
     user_id: Uuid,
