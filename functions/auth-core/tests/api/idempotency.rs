@@ -441,3 +441,59 @@ async fn the_kept_keys_hold_neither_the_key_nor_the_password() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_account_deletion_key_expires_after_a_day() {
+    let app = spawn_app().await;
+    let token = app.signed_up("ann@example.com").await.access_token();
+    let body = json!({"password": STRONG_PASSWORD});
+    let delete = || {
+        app.keyed(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(&token),
+            "del-4",
+            Some(&body),
+        )
+    };
+    assert_eq!(delete().await.status, 204);
+    app.age_idempotency_keys().await;
+    // A new request now, by a session that ended with the account.
+    delete().await.assert_problem(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn ending_a_session_with_one_key_concurrently_ends_it_once_and_the_key_expires() {
+    let app = spawn_app().await;
+    let token = app.signed_up("ann@example.com").await.access_token();
+    let other = app.login("ann@example.com", STRONG_PASSWORD).await;
+    let path = format!("/api/v1/sessions/{}", claim(&other.access_token(), "sid"));
+    let end = || app.keyed(Method::DELETE, &path, Some(&token), "end-3", None);
+    let replies = futures::future::join_all((0..5).map(|_| end())).await;
+    assert!(replies.iter().all(|r| r.status == 204), "{replies:?}");
+    assert_eq!(app.event_count(&token, "session_revoked").await, 1);
+    assert_eq!(app.me(&other.access_token()).await.status, 401);
+    app.age_idempotency_keys().await;
+    end().await.assert_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn ending_the_other_sessions_with_one_key_concurrently_ends_them_once() {
+    let app = spawn_app().await;
+    let token = app.signed_up("ann@example.com").await.access_token();
+    let other = app.login("ann@example.com", STRONG_PASSWORD).await;
+    let replies = futures::future::join_all((0..5).map(|_| {
+        app.keyed(
+            Method::DELETE,
+            "/api/v1/sessions",
+            Some(&token),
+            "all-2",
+            None,
+        )
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == 204), "{replies:?}");
+    assert_eq!(app.event_count(&token, "session_revoked").await, 1);
+    assert_eq!(app.me(&other.access_token()).await.status, 401);
+    assert_eq!(app.me(&token).await.status, 200);
+}
