@@ -497,3 +497,27 @@ async fn ending_the_other_sessions_with_one_key_concurrently_ends_them_once() {
     assert_eq!(app.me(&other.access_token()).await.status, 401);
     assert_eq!(app.me(&token).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_allowed_origin_may_send_the_key() {
+    let app = spawn_app_with(&[("AUTH_ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let preflight = Reply::from(
+        app.http
+            .request(Method::OPTIONS, app.url("/api/v1/me/password"))
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
+}
