@@ -28,8 +28,19 @@ if ! "${psql_admin[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = 'latchke
   "${psql_admin[@]}" -c "CREATE DATABASE latchkey"
 fi
 
-echo "==> building api-container"
-cargo build --locked -p api-container
+# LATCHKEY_API_BIN: run this api-container binary instead of building one (scripts/test-run.sh
+# uses it: the throwaway user it runs `make run` as has no Rust toolchain of its own).
+api_bin=${LATCHKEY_API_BIN:-}
+if [ -n "$api_bin" ]; then
+  if [ ! -f "$api_bin" ] || [ ! -x "$api_bin" ]; then
+    echo "run.sh: LATCHKEY_API_BIN=$api_bin is not an executable file" >&2
+    exit 2
+  fi
+else
+  echo "==> building api-container"
+  cargo build --locked -p api-container
+  api_bin="${CARGO_TARGET_DIR:-$root/target}/debug/api-container"
+fi
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:$pg_port/latchkey?sslmode=verify-full}"
 export DB_CA_FILE="${DB_CA_FILE:-$pg_dir/ca.crt}"
@@ -42,6 +53,6 @@ if [ -d "$root/frontend/public" ]; then
 fi
 
 echo "==> Latchkey at http://$LISTEN_ADDR (Ctrl-C stops it)"
-"${CARGO_TARGET_DIR:-$root/target}/debug/api-container" &
+"$api_bin" &
 service_pid=$!
 wait "$service_pid"

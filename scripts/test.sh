@@ -43,6 +43,11 @@ echo "==> end-to-end tests of the front-end"
 e2e_status=0
 scripts/test-e2e.sh || e2e_status=$?
 
+# `make run` (fresh clone, data kept, Ctrl-C stops everything) and the test cluster as a normal
+# user; as root it creates the user latchkey-run.
+echo "==> make run and make test's PostgreSQL as a normal user (scripts/test-run.sh)"
+scripts/test-run.sh
+
 # The image and the host deploy script need a Docker engine; without one they are skipped, loudly.
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "==> test-deploy (the image and the host deploy script, on the Docker engine)"

@@ -185,13 +185,7 @@ async fn no_key_secret_or_password_reaches_the_logs_across_changes_rotation_and_
     }
 
     // Second run after the key's rotation period: it makes the next key at start-up.
-    let client = {
-        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    };
+    let client = db.client().await;
     client
         .batch_execute(
             "UPDATE signing_keys SET signs_from = signs_from - interval '40 days', \
@@ -465,5 +459,186 @@ async fn ctrl_c_stops_it_cleanly_and_off_a_terminal_it_logs_json_lines() {
         let parsed: Result<Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not a JSON line: {line}");
     }
+    db.drop_now().await;
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn two_running_instances_rotate_their_signing_key_by_themselves() {
+    // Nothing calls the rotation: each instance re-reads the key schedule when its ring is a
+    // minute old, and plans the next key then. The database's clock is what moves: the key rows'
+    // timestamps are set back, as if the days had passed.
+    let db = Database::create().await;
+    let client = db.client().await;
+    let set_keys_back = |by: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .batch_execute(&format!(
+                    "UPDATE signing_keys SET signs_from = signs_from - ({by}), \
+                     created_at = created_at - ({by})"
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    // Longer than KEY_RING_MAX_AGE (60 s): every instance's ring is stale after it.
+    let ring_ages = || tokio::time::sleep(Duration::from_secs(62));
+    let settings = [("AUTH_KEY_ROTATION_DAYS", "1")];
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start(&db.url, port_a, &settings);
+    let http = http_client();
+    let base_a = format!("http://127.0.0.1:{port_a}");
+    wait_ready(&http, &base_a).await;
+    let b = start(&db.url, port_b, &settings);
+    let base_b = format!("http://127.0.0.1:{port_b}");
+    wait_ready(&http, &base_b).await;
+    let bases = [base_a.as_str(), base_b.as_str()];
+    let jwks = |base: &str| {
+        let url = format!("{base}/.well-known/jwks.json");
+        let http = &http;
+        async move {
+            let keys: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let mut kids: Vec<String> = keys["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|key| key["kid"].as_str().unwrap().to_owned())
+                .collect();
+            kids.sort();
+            kids
+        }
+    };
+    let credentials =
+        json!({"email": "ann@example.com", "password": "Sekrit-Passphrase-4-rotation"});
+    let login = |base: &str| {
+        let (url, http, credentials) = (
+            format!("{base}/api/v1/auth/login"),
+            &http,
+            credentials.clone(),
+        );
+        async move {
+            let reply: Value = http
+                .post(url)
+                .json(&credentials)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            reply["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let me = |base: &str, token: &str| {
+        let request = http.get(format!("{base}/api/v1/me")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let registered = http
+        .post(format!("{base_a}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let first = login(&base_a).await;
+    let first_kid = kid_of(&first);
+    for base in bases {
+        assert_eq!(jwks(base).await, vec![first_kid.clone()]);
+        assert_eq!(me(base, &first).await, 200);
+    }
+
+    // 13 hours into a one-day period: past half of it, the next key is due to be published.
+    set_keys_back("interval '13 hours'").await;
+    ring_ages().await;
+    let mut published = Vec::new();
+    for base in bases {
+        published = jwks(base).await;
+        assert_eq!(
+            published.len(),
+            2,
+            "{base} publishes the next key: {published:?}"
+        );
+        assert!(published.contains(&first_kid));
+        // Published, but not signing yet: new tokens still carry the current key.
+        assert_eq!(kid_of(&login(base).await), first_kid);
+    }
+    let next_kid = published.into_iter().find(|kid| *kid != first_kid).unwrap();
+    assert_eq!(
+        client
+            .query_one("SELECT count(*) FROM signing_keys", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2,
+        "two instances made one next key"
+    );
+
+    // The next key's time comes (a second ago).
+    client
+        .batch_execute(
+            "UPDATE signing_keys SET signs_from = signs_from - shift.by, created_at = created_at - shift.by \
+             FROM (SELECT max(signs_from) - now() + interval '1 second' AS by FROM signing_keys) shift",
+        )
+        .await
+        .unwrap();
+    ring_ages().await;
+    let mut signed = Vec::new();
+    for base in bases {
+        signed.push(login(base).await);
+    }
+    for (base, token) in bases.iter().zip(&signed) {
+        assert_eq!(kid_of(token), next_kid, "{base} signs with the next key");
+        // Both still publish the old key: tokens it signed are still valid.
+        assert_eq!(jwks(base).await.len(), 2);
+    }
+    // Every token verifies on every instance, the old key's included.
+    for base in bases {
+        for token in signed.iter().chain([&first]) {
+            assert_eq!(me(base, token).await, 200, "{base}");
+        }
+    }
+
+    // Past the access-token lifetime (900 s) after the switch, the old key is retired.
+    set_keys_back("interval '20 minutes'").await;
+    ring_ages().await;
+    for base in bases {
+        assert_eq!(
+            jwks(base).await,
+            vec![next_kid.clone()],
+            "{base} retired the old key"
+        );
+        assert_eq!(
+            me(base, &first).await,
+            401,
+            "{base} refuses the retired key"
+        );
+        for token in &signed {
+            assert_eq!(me(base, token).await, 200);
+        }
+    }
+    let wiped: Option<Vec<u8>> = client
+        .query_one(
+            "SELECT private_key FROM signing_keys WHERE kid = $1",
+            &[&first_kid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(wiped.is_none(), "the retired key's private half is wiped");
+    stop_cleanly(a);
+    stop_cleanly(b);
     db.drop_now().await;
 }

@@ -364,7 +364,13 @@ def check_cargo_caching(workflows) -> list[str]:
         first_build = min(steps_running(j, builds), default=None)
         if first_build is None:
             continue
-        cache = step_using(j, "actions/cache")
+        # The cargo cache is the one that holds cargo's registry or target (a job may cache
+        # other things too, such as the pinned Python tools).
+        cache = j.step_index(
+            lambda step: action_name(step.get("uses", "")) == "actions/cache"
+            and re.search(r"~/\.cargo/registry|\btarget\b", str((step.get("with") or {}).get("path", "")))
+            is not None
+        )
         if cache is None or cache > first_build:
             problems.append(f"{j.name}: compiles without restoring cargo's cache first")
             continue

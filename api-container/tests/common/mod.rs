@@ -38,6 +38,14 @@ impl Database {
         }
     }
 
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
     pub async fn drop_now(self) {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
             .await

@@ -12,6 +12,7 @@ use super::cookies::{
     check_origin, refresh_cookie, refresh_cookie_value, refresh_cookie_values, token_response,
 };
 use super::extract::{Client, JsonBody, OptionalJsonBody, bearer_token};
+use super::idempotency::idempotency_key;
 use super::responses::TokenResponse;
 use crate::error::{Error, Problem};
 use crate::metrics::OutcomeLabels;
@@ -75,30 +76,17 @@ pub(crate) async fn register(
     ))
 }
 
-/// `Idempotency-Key`: 1 to 255 visible ASCII characters (a UUID, typically), or absent.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or(Error::InvalidRequest(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-        ))?;
-    Ok(Some(key))
-}
-
 /// Sign in: a new session.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = Credentials,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Makes a retry safe: the same key with the same email and password within a day gets 200 with the session the first request started (the same refresh token, a new access token) while that session lives and its refresh token is unused; otherwise, or for another account, 422.")),
     responses(
         (status = 200, description = "Signed in; the refresh cookie is set", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "the refresh cookie"))),
         (status = 400, response = Problem), (status = 401, response = Problem), (status = 413, response = Problem),
-        (status = 415, response = Problem), (status = 429, response = Problem), (status = 503, response = Problem),
-        (status = 500, response = Problem),
+        (status = 415, response = Problem), (status = 422, response = Problem), (status = 429, response = Problem),
+        (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn login(
     State(auth): State<AppState>,
@@ -106,10 +94,12 @@ pub(crate) async fn login(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
+    let idempotency_key = idempotency_key(&headers)?;
     let result = auth
         .login(
             &body.email,
             &body.password,
+            idempotency_key,
             &client,
             OffsetDateTime::now_utc(),
         )
@@ -131,6 +121,8 @@ pub(crate) async fn login(
 /// Rotate the refresh token and get a new access token.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
     request_body(content = Option<RefreshBody>, description = "The refresh token, or no body to use the cookie"),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Accepted (checked for shape) and not needed: a refresh is retried safely by sending the same refresh token again within AUTH_REFRESH_REUSE_GRACE_SECS, which gets the same new refresh token.")),
     responses(
         (status = 200, description = "The refresh token was rotated; the cookie is set", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "the refresh cookie"))),
@@ -144,6 +136,8 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
 ) -> Result<Response, Error> {
+    // The reuse grace already makes a retry get the first answer; the key adds nothing to keep.
+    idempotency_key(&headers)?;
     // A browser's fetch may send `{}` with the cookie, so a body without the field falls back to
     // the cookie just as an empty body does.
     let presented = match body.and_then(|body| body.refresh_token) {
@@ -166,6 +160,8 @@ pub(crate) async fn refresh(
 /// End every session named by the bearer token, the body's refresh token and the cookie.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = Option<LogoutBody>, description = "Optional refresh token"),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Accepted (checked for shape) and not needed: a logout is 204 however often it is sent, and ends whatever sessions it names each time.")),
     security((), ("bearer" = [])),
     responses(
         (status = 204, description = "Signed out (also when no token, or a dead one, was sent); the cookie is cleared",
@@ -179,6 +175,8 @@ pub(crate) async fn logout(
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<LogoutBody>,
 ) -> Result<Response, Error> {
+    // Ending a session twice is ending it once: nothing to keep for a retry.
+    idempotency_key(&headers)?;
     let from_body = body.and_then(|body| body.refresh_token);
     // With two different cookies (one planted), both sessions end: ours, so that clearing the
     // cookie signs the user out, and the planted one, which is nobody's to keep.

@@ -116,6 +116,14 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The bearer token of a request that needs one; 401 without it.
+pub fn required_bearer_token(headers: &HeaderMap) -> Result<&str, Error> {
+    bearer_token(headers).ok_or(Error::InvalidToken {
+        presented: false,
+        reason: "no bearer token",
+    })
+}
+
 /// The caller of an endpoint that needs a live session's access token.
 pub struct AuthUser(pub TokenSubject);
 
@@ -126,12 +134,7 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         auth: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(token) = bearer_token(&parts.headers) else {
-            return Err(Error::InvalidToken {
-                presented: false,
-                reason: "no bearer token",
-            });
-        };
+        let token = required_bearer_token(&parts.headers)?;
         auth.authenticate(token, OffsetDateTime::now_utc())
             .await
             .map(AuthUser)

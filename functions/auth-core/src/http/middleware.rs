@@ -47,6 +47,8 @@ pub(super) fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
                 HeaderName::from_static(X_REQUEST_ID),
+                // A browser on an allowed origin may make its retries safe too.
+                HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([
                 HeaderName::from_static(X_REQUEST_ID),

@@ -5,6 +5,7 @@ pub(crate) mod account;
 pub(crate) mod auth;
 mod cookies;
 mod extract;
+mod idempotency;
 mod middleware;
 pub(crate) mod ops;
 mod responses;

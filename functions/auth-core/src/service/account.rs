@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use super::idempotency::{KeyedRequest, record_request};
 use super::limits::PasswordCheck;
 use super::{Account, Auth, ClientInfo, SecurityEvent, record_event};
 use crate::error::Error;
@@ -60,6 +61,7 @@ impl Auth {
         subject: TokenSubject,
         current: &str,
         new: &str,
+        keyed: Option<KeyedRequest>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
@@ -86,6 +88,9 @@ impl Auth {
             .await??;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        if record_request(&tx, keyed, now).await? {
+            return Ok(());
+        }
         // Two changes racing: the second finds the hash it checked gone.
         if !store::set_password_hash(&tx, user.id, &user.password_hash, &new_hash).await? {
             return Err(Error::WrongPassword);
@@ -101,12 +106,20 @@ impl Auth {
         &self,
         subject: TokenSubject,
         password: &str,
+        keyed: Option<KeyedRequest>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let user = self.current_user(subject).await?;
         self.confirm_password(&user, password, client, now).await?;
-        store::delete_user(&self.pool.get().await?, user.id).await
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        if record_request(&tx, keyed, now).await? {
+            return Ok(());
+        }
+        store::delete_user(&tx, user.id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The newest security events of the caller.

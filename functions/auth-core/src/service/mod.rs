@@ -3,6 +3,7 @@
 //! transaction, and gives the connection back before slow work (hashing, signing).
 
 mod account;
+mod idempotency;
 mod keys;
 mod limits;
 mod sessions;
@@ -21,6 +22,7 @@ use crate::hashing::HashingPool;
 use crate::password;
 use crate::store::{self, UserRow};
 
+pub use idempotency::{KEY_KEPT, KeyedRequest, SignedInCaller};
 pub use keys::{SigningKeys, plan_new_keys};
 
 const REFRESH_SECRET_NAME: &str = "refresh_successor_v1";

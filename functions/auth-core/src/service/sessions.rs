@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::idempotency::{KeyedRequest, record_request};
 use super::{Auth, ClientInfo, SessionInfo, record_event, to_time};
 use crate::error::Error;
 use crate::store;
@@ -38,13 +39,20 @@ impl Auth {
         &self,
         subject: TokenSubject,
         session_id: Uuid,
+        keyed: Option<KeyedRequest>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let ended = self
-            .end_sessions(subject.user_id, Ending::Only(session_id), client, now)
+            .end_sessions(
+                subject.user_id,
+                Ending::Only(session_id),
+                keyed,
+                client,
+                now,
+            )
             .await?;
-        if ended == 0 {
+        if ended == Some(0) {
             return Err(Error::NotFound);
         }
         Ok(())
@@ -54,12 +62,14 @@ impl Auth {
     pub async fn revoke_other_sessions(
         &self,
         subject: TokenSubject,
+        keyed: Option<KeyedRequest>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         self.end_sessions(
             subject.user_id,
             Ending::AllBut(subject.session_id),
+            keyed,
             client,
             now,
         )
@@ -68,16 +78,21 @@ impl Auth {
     }
 
     /// Ends the user's sessions `ending` names and, when any ended, records it for the owner, in
-    /// one transaction; returns how many ended.
+    /// one transaction; returns how many ended, or `None` when a duplicate with the same
+    /// Idempotency-Key did it first (its answer stands).
     async fn end_sessions(
         &self,
         user_id: Uuid,
         ending: Ending,
+        keyed: Option<KeyedRequest>,
         client: &ClientInfo,
         now: OffsetDateTime,
-    ) -> Result<u64, Error> {
+    ) -> Result<Option<u64>, Error> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        if record_request(&tx, keyed, now).await? {
+            return Ok(None);
+        }
         let ended = match ending {
             Ending::Only(session_id) => {
                 u64::from(store::revoke_user_session(&tx, user_id, session_id, now).await?)
@@ -86,13 +101,17 @@ impl Auth {
         };
         if ended > 0 {
             record_event(&tx, user_id, store::EventType::SessionRevoked, client, now).await?;
+        } else if matches!(ending, Ending::Only(_)) {
+            // 404: nothing to commit, and a key must not make a retry's answer 204.
+            return Ok(Some(0));
         }
         tx.commit().await?;
-        Ok(ended)
+        Ok(Some(ended))
     }
 }
 
 /// Which of a user's sessions to end.
+#[derive(Clone, Copy)]
 enum Ending {
     Only(Uuid),
     AllBut(Uuid),

@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::idempotency::{KEY_KEPT, KeyedLogin, USED_FOR_ANOTHER, key_refused};
 use super::limits::PasswordCheck;
 use super::{
     Account, Auth, ClientInfo, SignedIn, record_event, to_stored_precision, to_time, whole_seconds,
@@ -29,21 +30,26 @@ impl Auth {
         }
     }
 
-    /// Stores a new session for `user_id` with its first refresh token and the event, inside the
+    /// A session to start now, with a random first refresh token.
+    fn new_session(&self, now: OffsetDateTime) -> Result<StartedSession, Error> {
+        Ok(StartedSession {
+            session_id: Uuid::now_v7(),
+            expires_at: now + to_time(self.config.session_ttl),
+            refresh_token: token::new_refresh_token()?,
+        })
+    }
+
+    /// Stores `started` for `user_id` with its first refresh token and the event, inside the
     /// caller's transaction.
     async fn start_session(
         &self,
         tx: &impl deadpool_postgres::GenericClient,
         user_id: Uuid,
+        started: StartedSession,
         event: store::EventType,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<StartedSession, Error> {
-        let started = StartedSession {
-            session_id: Uuid::now_v7(),
-            expires_at: now + to_time(self.config.session_ttl),
-            refresh_token: token::new_refresh_token()?,
-        };
         let session = NewSession {
             id: started.session_id,
             user_id,
@@ -175,7 +181,14 @@ impl Auth {
             }
             store::insert_user(&tx, &user).await?;
             let started = self
-                .start_session(&tx, user.id, store::EventType::Registered, client, now)
+                .start_session(
+                    &tx,
+                    user.id,
+                    self.new_session(now)?,
+                    store::EventType::Registered,
+                    client,
+                    now,
+                )
                 .await?;
             tx.commit().await?;
             started
@@ -195,14 +208,7 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
-        let reused = || {
-            let mut errors = crate::error::FieldErrors::new();
-            errors.insert(
-                "Idempotency-Key",
-                vec!["This key was used for a different request.".to_owned()],
-            );
-            Error::Validation(errors)
-        };
+        let reused = || key_refused(USED_FOR_ANOTHER);
         let user = store::find_user(&self.pool.get().await?, user_id).await?;
         let Some(user) = user.filter(|user| endpoint == "register" && user.email == email) else {
             return Err(reused());
@@ -218,7 +224,7 @@ impl Auth {
         if !matches!(verification, password::Verification::Match { .. }) {
             return Err(reused());
         }
-        self.sign_in_while_password_holds(user, client, now)
+        self.sign_in_while_password_holds(user, None, client, now)
             .await
             .map_err(|error| match error {
                 Error::InvalidCredentials => reused(),
@@ -229,10 +235,12 @@ impl Auth {
     /// Stores a new session for `user` only while the password hash just checked is still the
     /// account's, with the row locked against a change until it is (a change that committed
     /// first refuses this sign-in with `invalid_credentials`; one that comes after ends its
-    /// session), then signs its first tokens.
+    /// session), then signs its first tokens. A login with an Idempotency-Key records it with
+    /// the session; a retry gets that session back instead of a new one.
     async fn sign_in_while_password_holds(
         &self,
         user: UserRow,
+        keyed: Option<KeyedLogin<'_>>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
@@ -242,8 +250,34 @@ impl Auth {
             if !store::lock_user_with_password(&tx, user.id, &user.password_hash).await? {
                 return Err(Error::InvalidCredentials);
             }
+            let mut session = self.new_session(now)?;
+            if let Some(login) = keyed {
+                session.refresh_token =
+                    login.first_refresh_token(&self.refresh_secret, session.session_id)?;
+                let claim = store::claim_request(
+                    &tx,
+                    &login.key_hash(),
+                    &KeyedLogin::fingerprint(user.id),
+                    Some(session.session_id),
+                    now,
+                    now - KEY_KEPT,
+                )
+                .await?;
+                if let store::RequestClaim::Kept(kept) = claim {
+                    drop(tx);
+                    drop(db);
+                    return self.replay_login(user, login, &kept, now).await;
+                }
+            }
             let started = self
-                .start_session(&tx, user.id, store::EventType::LoginSucceeded, client, now)
+                .start_session(
+                    &tx,
+                    user.id,
+                    session,
+                    store::EventType::LoginSucceeded,
+                    client,
+                    now,
+                )
                 .await?;
             tx.commit().await?;
             started
@@ -251,10 +285,50 @@ impl Auth {
         self.sign_in(user.into(), started, now).await
     }
 
+    /// The answer to a login retried with its Idempotency-Key: the session the first request
+    /// started, with a new access token and the same refresh token, while that session lives and
+    /// its first refresh token is unused (a client that refreshed got the first answer; a lost
+    /// answer's token cannot have been used). Anything else is 422.
+    async fn replay_login(
+        &self,
+        user: UserRow,
+        login: KeyedLogin<'_>,
+        kept: &store::KeptRequest,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        let session_id = match kept.session_id {
+            Some(session_id) if KeyedLogin::same_account(kept, user.id) => session_id,
+            _ => return Err(key_refused(USED_FOR_ANOTHER)),
+        };
+        let refresh_token = login.first_refresh_token(&self.refresh_secret, session_id)?;
+        let expires_at = store::first_token_unused(
+            &self.pool.get().await?,
+            session_id,
+            &token::refresh_token_hash(&refresh_token),
+            now,
+            to_time(self.config.session_idle),
+        )
+        .await?
+        .ok_or_else(|| {
+            key_refused(
+                "The session this key started has ended or has been refreshed; sign in with a new key.",
+            )
+        })?;
+        let started = StartedSession {
+            session_id,
+            expires_at,
+            refresh_token,
+        };
+        self.sign_in(user.into(), started, now).await
+    }
+
+    /// Signs in with email and password. With an `Idempotency-Key`, a retry within a day gets the
+    /// session the first one started (see [`Self::replay_login`]).
     pub async fn login(
         &self,
         raw_email: &str,
         raw_password: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
@@ -280,7 +354,13 @@ impl Auth {
             return Err(Error::InvalidCredentials);
         };
         let (user_id, checked_hash) = (user.id, user.password_hash.clone());
-        let signed_in = self.sign_in_while_password_holds(user, client, now).await?;
+        let keyed = idempotency_key.map(|key| KeyedLogin {
+            key,
+            password: &password,
+        });
+        let signed_in = self
+            .sign_in_while_password_holds(user, keyed, client, now)
+            .await?;
         if needs_rehash {
             self.rehash(user_id, &checked_hash, password).await;
         }

@@ -127,6 +127,16 @@ impl Auth {
         now: OffsetDateTime,
     ) -> Result<TokenSubject, Error> {
         let subject = self.verify_signature(bearer, now).await?;
+        self.require_live_session(subject, now).await?;
+        Ok(subject)
+    }
+
+    /// `invalid_token` unless the session of a verified access token is alive.
+    pub(super) async fn require_live_session(
+        &self,
+        subject: TokenSubject,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
         let alive = store::session_is_alive(
             &self.pool.get().await?,
             subject.session_id,
@@ -136,7 +146,7 @@ impl Auth {
         )
         .await?;
         if alive {
-            Ok(subject)
+            Ok(())
         } else {
             Err(Error::token("session ended"))
         }

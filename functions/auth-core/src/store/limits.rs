@@ -144,6 +144,12 @@ pub async fn prune_expired(
         &[&(now - time::Duration::DAY), &PRUNE_BATCH],
     )
     .await?;
+    db.execute(
+        "DELETE FROM idempotent_requests WHERE key_hash IN \
+         (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
+        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
+    )
+    .await?;
     let a_day_ago = now - time::Duration::DAY;
     db.execute(
         "DELETE FROM sessions WHERE id IN ( \

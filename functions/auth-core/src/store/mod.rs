@@ -24,12 +24,14 @@ macro_rules! session_is_live {
 }
 
 mod events;
+mod idempotency;
 mod keys;
 mod limits;
 mod sessions;
 mod users;
 
 pub use events::{EventRow, EventType, recent_events, record_event};
+pub use idempotency::{KeptRequest, RequestClaim, claim_request, find_request, first_token_unused};
 pub use keys::{
     KeyScheduleEntry, applied_migration_version, insert_key, insert_secret_if_absent, key_schedule,
     load_keys, lock_key_schedule, read_secret, wipe_private_keys,

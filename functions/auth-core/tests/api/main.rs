@@ -7,6 +7,7 @@ mod helpers;
 
 mod account;
 mod forged;
+mod idempotency;
 mod keys;
 mod limits;
 mod login;
