@@ -24,7 +24,7 @@ impl Auth {
             super::to_time(self.config.session_idle),
         )
         .await?
-        .map(Account::from)
+        .map(|user| self.shown(user.into()))
         .ok_or_else(|| Error::token("session ended"))
     }
 
@@ -72,17 +72,7 @@ impl Auth {
         );
         let new_hash = self
             .hashing
-            .run(move || {
-                let normalised = password::normalise_password(&new_password);
-                password::check_password_policy(&normalised, &email, min_score).map_err(
-                    |reasons| {
-                        let mut errors = crate::error::FieldErrors::new();
-                        errors.insert("new_password", reasons);
-                        Error::Validation(errors)
-                    },
-                )?;
-                password::hash_password(&normalised, iterations)
-            })
+            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
             .await??;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
@@ -91,6 +81,8 @@ impl Auth {
             return Err(Error::WrongPassword);
         }
         store::revoke_other_sessions(&tx, user.id, subject.session_id, now).await?;
+        // A reset link mailed before the change must not undo it.
+        store::delete_email_tokens(&tx, user.id, store::LinkPurpose::Reset).await?;
         record_event(&tx, user.id, store::EventType::PasswordChanged, client, now).await?;
         tx.commit().await?;
         Ok(())

@@ -83,6 +83,7 @@ impl Auth {
         session: StartedSession,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
+        let account = self.shown(account);
         let StartedSession {
             session_id,
             expires_at: session_expires_at,
@@ -96,6 +97,7 @@ impl Auth {
                 user_id: account.id,
                 session_id,
             },
+            account.email_verified,
             now,
         )?;
         Ok(SignedIn {
@@ -148,6 +150,7 @@ impl Auth {
             email,
             password_hash,
             created_at: to_stored_precision(now),
+            email_verified_at: None,
         };
         let started = {
             let mut db = self.pool.get().await?;
@@ -177,9 +180,11 @@ impl Auth {
             let started = self
                 .start_session(&tx, user.id, store::EventType::Registered, client, now)
                 .await?;
+            self.queue_verification(&tx, &user, now).await?;
             tx.commit().await?;
             started
         };
+        self.wake_mail_worker();
         self.sign_in(user.into(), started, now).await
     }
 
@@ -279,6 +284,12 @@ impl Auth {
         let Some(user) = user else {
             return Err(Error::InvalidCredentials);
         };
+        // Said only to whoever knows the password, so it reveals nothing about the address.
+        if self.config.email_verification == crate::config::EmailVerification::Required
+            && user.email_verified_at.is_none()
+        {
+            return Err(Error::EmailUnverified);
+        }
         let (user_id, checked_hash) = (user.id, user.password_hash.clone());
         let signed_in = self.sign_in_while_password_holds(user, client, now).await?;
         if needs_rehash {

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod account;
+mod email;
 mod forged;
 mod keys;
 mod limits;
@@ -18,5 +19,6 @@ mod register;
 mod resilience;
 mod security;
 mod sessions;
+mod smtp;
 mod tls;
 mod tokens;
