@@ -12,6 +12,7 @@ const unverified = $("#unverified");
 const resend = $("#resend-verification");
 resend.addEventListener("click", async () => {
   const email = form.elements.email.value.trim();
+  if (showFieldErrors(form, email ? {} : { email: ["Enter your email address."] })) return;
   await whileBusy(resend, "Sending…", async () => {
     try {
       await resendVerification(email);
