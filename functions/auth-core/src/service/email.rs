@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Auth, ClientInfo, record_event, to_stored_precision};
+use super::{Auth, ClientInfo, record_event};
 use crate::config::EmailVerification;
 use crate::error::Error;
 use crate::mail::{self, MailKind, Mailer, SendError};
@@ -238,34 +238,7 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
-        self.limit_per_network(
-            "register",
-            client,
-            self.config.ip_registrations_per_hour,
-            time::Duration::HOUR,
-            now,
-        )
-        .await?;
-        let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
-        let (min_score, iterations) = (
-            self.config.password_min_score,
-            self.config.pbkdf2_iterations,
-        );
-        let (email, password_hash) = self
-            .hashing
-            .run(move || {
-                let (email, password) =
-                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
-                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
-            })
-            .await??;
-        let user = UserRow {
-            id: Uuid::now_v7(),
-            email,
-            password_hash,
-            created_at: to_stored_precision(now),
-            email_verified_at: None,
-        };
+        let user = self.new_user(raw_email, raw_password, client, now).await?;
         let created = {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;

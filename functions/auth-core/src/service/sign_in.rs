@@ -109,17 +109,15 @@ impl Auth {
         })
     }
 
-    /// Registers an account and starts its first session. With an `Idempotency-Key`, a retry of a
-    /// registration that did commit (whatever became of its answer) is answered as it was: 201
-    /// with a new session, for whoever still sends the same email and password.
-    pub async fn register(
+    /// The account a registration would create: within the client network's limit, the email and
+    /// password validated together and the password hashed, all before any row is written.
+    pub(super) async fn new_user(
         &self,
         raw_email: &str,
         raw_password: &str,
-        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
-    ) -> Result<SignedIn, Error> {
+    ) -> Result<UserRow, Error> {
         self.limit_per_network(
             "register",
             client,
@@ -130,8 +128,6 @@ impl Auth {
         .await?;
         // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
         // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
-        // A retry of a committed registration is checked against the account's password.
-        let password_for_replay = idempotency_key.map(|_| raw_password.to_owned());
         let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
         let (min_score, iterations) = (
             self.config.password_min_score,
@@ -145,13 +141,29 @@ impl Auth {
                 Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
             })
             .await??;
-        let user = UserRow {
+        Ok(UserRow {
             id: Uuid::now_v7(),
             email,
             password_hash,
             created_at: to_stored_precision(now),
             email_verified_at: None,
-        };
+        })
+    }
+
+    /// Registers an account and starts its first session. With an `Idempotency-Key`, a retry of a
+    /// registration that did commit (whatever became of its answer) is answered as it was: 201
+    /// with a new session, for whoever still sends the same email and password.
+    pub async fn register(
+        &self,
+        raw_email: &str,
+        raw_password: &str,
+        idempotency_key: Option<&str>,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, Error> {
+        // A retry of a committed registration is checked against the account's password.
+        let password_for_replay = idempotency_key.map(|_| raw_password.to_owned());
+        let user = self.new_user(raw_email, raw_password, client, now).await?;
         let started = {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
