@@ -228,7 +228,10 @@ fn smtp_urls_choose_tls_by_scheme_and_host() {
     let wrapped = smtp("smtps://email-smtp.eu-west-1.amazonaws.com");
     assert_eq!((wrapped.port, wrapped.tls), (465, SmtpTls::Wrapper));
     let local = smtp("smtp://127.0.0.1:2525");
-    assert_eq!((local.port, local.tls), (2525, SmtpTls::StartTlsOpportunistic));
+    assert_eq!(
+        (local.port, local.tls),
+        (2525, SmtpTls::StartTlsOpportunistic)
+    );
     for bad in [
         "smtp://user@host",
         "smtp://host/path",

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, SmtpTls};
@@ -240,13 +240,24 @@ mod tests {
 
     #[test]
     fn links_carry_the_token_in_the_fragment_and_bodies_hold_nothing_remote() {
-        let mail = render(MailKind::PasswordReset, "https://app.example.com", Some("abc_-1")).unwrap();
+        let mail = render(
+            MailKind::PasswordReset,
+            "https://app.example.com",
+            Some("abc_-1"),
+        )
+        .unwrap();
         assert_eq!(
             mail.link.as_deref(),
             Some("https://app.example.com/reset/#token=abc_-1")
         );
-        assert!(mail.text.contains("https://app.example.com/reset/#token=abc_-1"));
-        assert!(mail.html.contains("https://app.example.com/reset/#token=abc_-1"));
+        assert!(
+            mail.text
+                .contains("https://app.example.com/reset/#token=abc_-1")
+        );
+        assert!(
+            mail.html
+                .contains("https://app.example.com/reset/#token=abc_-1")
+        );
         for kind in [
             MailKind::VerifyEmail,
             MailKind::SignupAttempt,
@@ -258,7 +269,12 @@ mod tests {
             assert!(!mail.html.contains("<img") && !mail.html.contains("src="));
             assert_eq!(MailKind::parse(kind.as_str()), Some(kind));
         }
-        assert!(render(MailKind::SignupAttempt, "https://a.example", None).unwrap().link.is_none());
+        assert!(
+            render(MailKind::SignupAttempt, "https://a.example", None)
+                .unwrap()
+                .link
+                .is_none()
+        );
         assert!(render(MailKind::VerifyEmail, "https://a.example", None).is_err());
     }
 }

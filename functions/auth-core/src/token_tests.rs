@@ -50,7 +50,8 @@ fn a_token_of_the_other_algorithm_is_refused() {
         session_id: Uuid::now_v7(),
     };
     let now = OffsetDateTime::now_utc();
-    let token = issue_access_token(&ring, &settings(SigningAlg::EdDsa), subject, None, now).unwrap();
+    let token =
+        issue_access_token(&ring, &settings(SigningAlg::EdDsa), subject, None, now).unwrap();
     assert!(verify_access_token(&ring, &settings(SigningAlg::Es256), &token, now).is_err());
 }
 

@@ -104,14 +104,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     Ok(Some(key))
 }
 
-/// Sign in: a new session.
+/// Sign in: a new session. With AUTH_EMAIL_VERIFICATION=required, an account whose email is not
+/// verified gets 403 `email_unverified`, only after the password matched.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = Credentials,
     responses(
         (status = 200, description = "Signed in; the refresh cookie is set", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "the refresh cookie"))),
         (status = 400, response = Problem), (status = 401, response = Problem),
-        (status = 403, response = Problem, description = "`email_unverified` (AUTH_EMAIL_VERIFICATION=required), only after the password matched"),
+        (status = 403, response = Problem),
         (status = 413, response = Problem), (status = 415, response = Problem), (status = 429, response = Problem),
         (status = 503, response = Problem), (status = 500, response = Problem),
     ))]

@@ -51,12 +51,13 @@ pub(crate) fn accepted(status: &'static str) -> Response {
         .into_response()
 }
 
-/// Verify the email with the token from a mailed link.
+/// Verify the email with the token from a mailed link. A token that is unknown, used or expired
+/// gets 400 `invalid_link`.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "email",
     request_body = LinkToken,
     responses(
         (status = 204, description = "Verified; `email_verified` is recorded"),
-        (status = 400, response = Problem, description = "`invalid_link`: unknown, used or expired; or a malformed body"),
+        (status = 400, response = Problem),
         (status = 413, response = Problem), (status = 415, response = Problem),
         (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
@@ -108,14 +109,16 @@ pub(crate) async fn request_password_reset(
     Ok(accepted("reset_sent"))
 }
 
-/// Set a new password with the token from a reset link; every session ends.
+/// Set a new password with the token from a reset link; every session ends. A token that is
+/// unknown, used, expired or superseded gets 400 `invalid_link`; a password the policy refuses
+/// gets 422 and leaves the link working.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "email",
     request_body = ResetConfirmation,
     responses(
         (status = 204, description = "The password is set; every session has ended; a notice is mailed"),
-        (status = 400, response = Problem, description = "`invalid_link`: unknown, used, expired or superseded; or a malformed body"),
+        (status = 400, response = Problem),
         (status = 413, response = Problem), (status = 415, response = Problem),
-        (status = 422, response = Problem, description = "The new password fails the policy; the link still works"),
+        (status = 422, response = Problem),
         (status = 429, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn confirm_password_reset(

@@ -55,7 +55,12 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn new(pool: Pool, mailer: Mailer, kek: Option<[u8; 32]>, public_url: String) -> Self {
+    pub(super) fn new(
+        pool: Pool,
+        mailer: Mailer,
+        kek: Option<[u8; 32]>,
+        public_url: String,
+    ) -> Self {
         Outbox {
             pool,
             mailer,
@@ -258,7 +263,8 @@ impl Auth {
                     Ok(()) => {
                         record_event(&tx, user.id, store::EventType::Registered, client, now)
                             .await?;
-                        self.queue_link(&tx, &user, LinkPurpose::Verify, now).await?;
+                        self.queue_link(&tx, &user, LinkPurpose::Verify, now)
+                            .await?;
                         tx.commit().await?;
                         true
                     }
@@ -365,7 +371,8 @@ impl Auth {
         if user.email_verified_at.is_some() {
             return Ok(());
         }
-        self.queue_link(&tx, &user, LinkPurpose::Verify, now).await?;
+        self.queue_link(&tx, &user, LinkPurpose::Verify, now)
+            .await?;
         tx.commit().await?;
         self.wake_mail_worker();
         Ok(())

@@ -73,10 +73,17 @@ impl TestApp {
 
 /// The parts of two answers a client could tell apart by: status, body, cookies, cache header.
 fn assert_alike(first: &Reply, second: &Reply) {
-    assert_eq!(first.status, second.status, "{} / {}", first.text, second.text);
+    assert_eq!(
+        first.status, second.status,
+        "{} / {}",
+        first.text, second.text
+    );
     assert_eq!(first.text, second.text);
     assert_eq!(first.set_cookies(), second.set_cookies());
-    assert_eq!(first.header("cache-control"), second.header("cache-control"));
+    assert_eq!(
+        first.header("cache-control"),
+        second.header("cache-control")
+    );
     assert_eq!(first.header("content-type"), second.header("content-type"));
 }
 
@@ -86,14 +93,23 @@ async fn registering_mails_a_link_that_verifies_the_email_once() {
     let app = app_with_mail(&sink, "optional").await;
     let registered = app.signed_up("ann@example.com").await;
     assert_eq!(registered.body["user"]["email_verified"], false);
-    assert_eq!(bool_claim(&registered.access_token(), "email_verified"), Some(false));
+    assert_eq!(
+        bool_claim(&registered.access_token(), "email_verified"),
+        Some(false)
+    );
 
     let mail = sink.nth_mail("ann@example.com", 1).await;
     assert_eq!(mail.from, "Latchkey <no-reply@example.com>");
     assert!(mail.subject.contains("Verify"), "{mail:?}");
     let link = mail.link("verify").expect("a verification link");
-    assert!(link.starts_with("https://app.example.com/verify/#token="), "{link}");
-    assert!(mail.html.contains(&link), "the HTML part carries the same link");
+    assert!(
+        link.starts_with("https://app.example.com/verify/#token="),
+        "{link}"
+    );
+    assert!(
+        mail.html.contains(&link),
+        "the HTML part carries the same link"
+    );
     assert!(!mail.html.contains("<img"), "no remote assets");
 
     let token = mail.token("verify").unwrap();
@@ -101,15 +117,23 @@ async fn registering_mails_a_link_that_verifies_the_email_once() {
     let me = app.me(&registered.access_token()).await;
     assert_eq!(me.body["email_verified"], true, "{}", me.text);
     let refreshed = app.refresh(&registered.refresh_token()).await;
-    assert_eq!(bool_claim(&refreshed.access_token(), "email_verified"), Some(true));
-    assert!(app
-        .event_types(&refreshed.access_token())
-        .await
-        .contains(&"email_verified".to_owned()));
+    assert_eq!(
+        bool_claim(&refreshed.access_token(), "email_verified"),
+        Some(true)
+    );
+    assert!(
+        app.event_types(&refreshed.access_token())
+            .await
+            .contains(&"email_verified".to_owned())
+    );
 
     app.verify(&token).await.assert_problem(400, "invalid_link");
-    app.verify("not-a-token").await.assert_problem(400, "invalid_link");
-    app.verify(&"A".repeat(43)).await.assert_problem(400, "invalid_link");
+    app.verify("not-a-token")
+        .await
+        .assert_problem(400, "invalid_link");
+    app.verify(&"A".repeat(43))
+        .await
+        .assert_problem(400, "invalid_link");
 }
 
 #[tokio::test]
@@ -119,7 +143,10 @@ async fn with_verification_required_an_account_signs_in_only_once_verified() {
     let registered = app.register("bob@example.com", STRONG_PASSWORD).await;
     assert_eq!(registered.status, 202, "{}", registered.text);
     assert_eq!(registered.body, json!({"status": "verification_sent"}));
-    assert!(registered.set_cookies().is_empty(), "no session before verification");
+    assert!(
+        registered.set_cookies().is_empty(),
+        "no session before verification"
+    );
 
     app.login("bob@example.com", "a wrong password entirely")
         .await
@@ -130,15 +157,28 @@ async fn with_verification_required_an_account_signs_in_only_once_verified() {
 
     // A lost mail: the resend's link works as well.
     let resent = app
-        .post_json("/api/v1/auth/verify-email/resend", &json!({"email": "Bob@Example.com"}))
+        .post_json(
+            "/api/v1/auth/verify-email/resend",
+            &json!({"email": "Bob@Example.com"}),
+        )
         .await;
-    assert_eq!((resent.status, resent.body.clone()), (202, json!({"status": "verification_sent"})));
-    let token = sink.nth_mail("bob@example.com", 2).await.token("verify").unwrap();
+    assert_eq!(
+        (resent.status, resent.body.clone()),
+        (202, json!({"status": "verification_sent"}))
+    );
+    let token = sink
+        .nth_mail("bob@example.com", 2)
+        .await
+        .token("verify")
+        .unwrap();
     assert_eq!(app.verify(&token).await.status, 204);
 
     let signed_in = app.login("bob@example.com", STRONG_PASSWORD).await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.text);
-    assert_eq!(bool_claim(&signed_in.access_token(), "email_verified"), Some(true));
+    assert_eq!(
+        bool_claim(&signed_in.access_token(), "email_verified"),
+        Some(true)
+    );
     assert_eq!(signed_in.body["user"]["email_verified"], true);
 }
 
@@ -147,20 +187,36 @@ async fn with_verification_required_a_taken_email_answers_as_a_new_one_and_its_o
     let sink = SmtpSink::start().await;
     let app = app_with_mail(&sink, "required").await;
     let first = app.register("cat@example.com", STRONG_PASSWORD).await;
-    let token = sink.nth_mail("cat@example.com", 1).await.token("verify").unwrap();
+    let token = sink
+        .nth_mail("cat@example.com", 1)
+        .await
+        .token("verify")
+        .unwrap();
     app.verify(&token).await;
 
-    let taken = app.register("CAT@example.com", "another fine passphrase here").await;
-    let new = app.register("dan@example.com", "another fine passphrase here").await;
+    let taken = app
+        .register("CAT@example.com", "another fine passphrase here")
+        .await;
+    let new = app
+        .register("dan@example.com", "another fine passphrase here")
+        .await;
     assert_alike(&taken, &new);
     assert_alike(&first, &new);
 
     let notice = sink.nth_mail("cat@example.com", 2).await;
     assert!(notice.subject.contains("tried to sign up"), "{notice:?}");
     assert_eq!(notice.link("verify"), None, "the notice carries no link");
-    assert!(sink.nth_mail("dan@example.com", 1).await.token("verify").is_some());
+    assert!(
+        sink.nth_mail("dan@example.com", 1)
+            .await
+            .token("verify")
+            .is_some()
+    );
     // The owner's password is unchanged; the attempt made nothing.
-    assert_eq!(app.login("cat@example.com", STRONG_PASSWORD).await.status, 200);
+    assert_eq!(
+        app.login("cat@example.com", STRONG_PASSWORD).await.status,
+        200
+    );
     app.login("cat@example.com", "another fine passphrase here")
         .await
         .assert_problem(401, "invalid_credentials");
@@ -181,10 +237,11 @@ async fn a_reset_link_sets_a_new_password_ends_every_session_and_works_once() {
     let requested = app.request_reset("fay@example.com").await;
     assert_eq!(requested.status, 202, "{}", requested.text);
     let mail = sink.nth_mail("fay@example.com", 1).await;
-    assert!(mail
-        .link("reset")
-        .unwrap()
-        .starts_with("https://app.example.com/reset/#token="));
+    assert!(
+        mail.link("reset")
+            .unwrap()
+            .starts_with("https://app.example.com/reset/#token=")
+    );
     let token = mail.token("reset").unwrap();
 
     // A password the policy refuses leaves the link working.
@@ -194,7 +251,9 @@ async fn a_reset_link_sets_a_new_password_ends_every_session_and_works_once() {
 
     assert_eq!(app.confirm_reset(&token, NEW_PASSWORD).await.status, 204);
     for session in [&first, &second] {
-        app.me(&session.access_token()).await.assert_problem(401, "invalid_token");
+        app.me(&session.access_token())
+            .await
+            .assert_problem(401, "invalid_token");
         app.refresh(&session.refresh_token())
             .await
             .assert_problem(401, "invalid_token");
@@ -210,7 +269,10 @@ async fn a_reset_link_sets_a_new_password_ends_every_session_and_works_once() {
     );
     let events = app.event_types(&signed_in.access_token()).await;
     assert!(events.contains(&"password_reset".to_owned()), "{events:?}");
-    assert!(events.contains(&"password_reset_requested".to_owned()), "{events:?}");
+    assert!(
+        events.contains(&"password_reset_requested".to_owned()),
+        "{events:?}"
+    );
 
     app.confirm_reset(&token, "yet another fine passphrase")
         .await
@@ -227,9 +289,17 @@ async fn expired_superseded_and_outdated_reset_links_are_refused() {
     let signed_up = app.signed_up("gus@example.com").await;
 
     app.request_reset("gus@example.com").await;
-    let superseded = sink.nth_mail("gus@example.com", 1).await.token("reset").unwrap();
+    let superseded = sink
+        .nth_mail("gus@example.com", 1)
+        .await
+        .token("reset")
+        .unwrap();
     app.request_reset("gus@example.com").await;
-    let newer = sink.nth_mail("gus@example.com", 2).await.token("reset").unwrap();
+    let newer = sink
+        .nth_mail("gus@example.com", 2)
+        .await
+        .token("reset")
+        .unwrap();
     app.confirm_reset(&superseded, NEW_PASSWORD)
         .await
         .assert_problem(400, "invalid_link");
@@ -251,7 +321,11 @@ async fn expired_superseded_and_outdated_reset_links_are_refused() {
 
     // A password change kills a link mailed before it.
     app.request_reset("gus@example.com").await;
-    let before_change = sink.nth_mail("gus@example.com", 3).await.token("reset").unwrap();
+    let before_change = sink
+        .nth_mail("gus@example.com", 3)
+        .await
+        .token("reset")
+        .unwrap();
     let changed = app
         .send_json_with_token(
             Method::POST,
@@ -315,7 +389,10 @@ async fn while_the_mail_server_is_down_requests_succeed_and_every_mail_arrives_o
             .db
             .client()
             .await
-            .query_one("SELECT count(*) FROM outbox WHERE attempts > 0 AND sent_at IS NULL", &[])
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE attempts > 0 AND sent_at IS NULL",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -334,12 +411,19 @@ async fn while_the_mail_server_is_down_requests_succeed_and_every_mail_arrives_o
         assert!(mails.iter().any(|mail| mail.token("reset").is_some()));
     }
     wait_until_outbox_is_empty(&app).await;
-    assert_eq!(sink.mails().len(), emails.len() * 2, "each mail exactly once");
+    assert_eq!(
+        sink.mails().len(),
+        emails.len() * 2,
+        "each mail exactly once"
+    );
     let tokens_left: i64 = app
         .db
         .client()
         .await
-        .query_one("SELECT count(*) FROM outbox WHERE link_token IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE link_token IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -382,7 +466,11 @@ async fn two_instances_on_one_outbox_send_each_mail_once() {
     }
     wait_until_outbox_is_empty(&first).await;
     let mails = sink.mails();
-    assert_eq!(mails.len(), emails.len(), "each mail exactly once: {mails:?}");
+    assert_eq!(
+        mails.len(),
+        emails.len(),
+        "each mail exactly once: {mails:?}"
+    );
     for email in &emails {
         assert_eq!(mails.iter().filter(|mail| &mail.to == email).count(), 1);
     }
@@ -403,13 +491,20 @@ async fn a_link_waiting_in_the_outbox_is_sealed_and_erased_once_sent() {
     assert_eq!(app.request_reset("ivy@example.com").await.status, 202);
     let db = app.db.client().await;
     let waiting = db
-        .query_one("SELECT link_token, token_sealed FROM outbox WHERE kind = 'password_reset'", &[])
+        .query_one(
+            "SELECT link_token, token_sealed FROM outbox WHERE kind = 'password_reset'",
+            &[],
+        )
         .await
         .unwrap();
     let (stored, sealed): (Vec<u8>, bool) = (waiting.get(0), waiting.get(1));
 
     sink.resume().await;
-    let token = sink.nth_mail("ivy@example.com", 1).await.token("reset").unwrap();
+    let token = sink
+        .nth_mail("ivy@example.com", 1)
+        .await
+        .token("reset")
+        .unwrap();
     assert!(sealed);
     assert!(
         !stored.windows(token.len()).any(|w| w == token.as_bytes()),
@@ -422,10 +517,16 @@ async fn a_link_waiting_in_the_outbox_is_sealed_and_erased_once_sent() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(stored_hashes, [auth_core::token::sha256(token.as_bytes()).to_vec()]);
+    assert_eq!(
+        stored_hashes,
+        [auth_core::token::sha256(token.as_bytes()).to_vec()]
+    );
     wait_until_outbox_is_empty(&app).await;
     let left: i64 = db
-        .query_one("SELECT count(*) FROM outbox WHERE link_token IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE link_token IS NOT NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
