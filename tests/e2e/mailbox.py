@@ -63,10 +63,16 @@ class Mailbox:
                 raise AssertionError(f"{count} mail(s) to {to} within {timeout:.0f} s; got {mails}")
             time.sleep(0.1)
 
-    def link(self, to: str, page: str, count: int = 1) -> str:
-        link = self.wait_for(to, count)[count - 1].link(page)
-        assert link, f"no /{page}/ link in the mail to {to}"
-        return link
+    def link(self, to: str, page: str, count: int = 1, timeout: float = 20.0) -> str:
+        """The link to /page/ in the `count`th mail to `to` that has one (waiting for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            links = [link for mail in self.mails(to) if (link := mail.link(page))]
+            if len(links) >= count:
+                return links[count - 1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no /{page}/ link number {count} in the mails to {to}: {self.mails(to)}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         self.process.terminate()
