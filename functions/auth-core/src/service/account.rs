@@ -53,6 +53,19 @@ impl Auth {
         }
     }
 
+    /// The hash of a new password for the account of `email`, once it passes the policy (a 422
+    /// on `new_password` otherwise), made in the bounded hashing pool.
+    pub(super) async fn new_password_hash(&self, email: &str, new: &str) -> Result<String, Error> {
+        let (email, new_password) = (email.to_owned(), new.to_owned());
+        let (min_score, iterations) = (
+            self.config.password_min_score,
+            self.config.pbkdf2_iterations,
+        );
+        self.hashing
+            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
+            .await?
+    }
+
     /// Changes the password after re-checking the current one; every other session ends, so a
     /// thief holding one of them is out.
     pub async fn change_password(
@@ -65,15 +78,7 @@ impl Auth {
     ) -> Result<(), Error> {
         let user = self.current_user(subject).await?;
         self.confirm_password(&user, current, client, now).await?;
-        let (email, new_password) = (user.email.clone(), new.to_owned());
-        let (min_score, iterations) = (
-            self.config.password_min_score,
-            self.config.pbkdf2_iterations,
-        );
-        let new_hash = self
-            .hashing
-            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
-            .await??;
+        let new_hash = self.new_password_hash(&user.email, new).await?;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         // Two changes racing: the second finds the hash it checked gone.

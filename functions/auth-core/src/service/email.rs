@@ -334,19 +334,13 @@ impl Auth {
         // Keyed by a hash of the address, known or not: the bucket holds no address, and an
         // unknown one runs out exactly as a known one does.
         let email_hash = token::sha256(email.as_bytes());
-        let bucket = format!("{action}:email:{}", hex(&email_hash));
-        match store::take_rate_limit(
-            &self.pool.get().await?,
-            &bucket,
+        self.take_limit(
+            &format!("{action}:email:{}", hex(&email_hash)),
             MAIL_REQUESTS_PER_EMAIL_PER_HOUR,
             time::Duration::HOUR,
             now,
         )
-        .await?
-        {
-            None => Ok(()),
-            Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
-        }
+        .await
     }
 
     /// `POST /auth/verify-email/resend`: a new link for an unverified account; nothing for an
@@ -434,15 +428,7 @@ impl Auth {
         )
         .await?
         .ok_or(Error::InvalidLink)?;
-        let (email, new_password) = (user.email.clone(), new_password.to_owned());
-        let (min_score, iterations) = (
-            self.config.password_min_score,
-            self.config.pbkdf2_iterations,
-        );
-        let new_hash = self
-            .hashing
-            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
-            .await??;
+        let new_hash = self.new_password_hash(&user.email, new_password).await?;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         // Taken for real now: a concurrent confirm, a newer link or a password change since the
