@@ -22,7 +22,9 @@ pub struct LinkToken {
 
 #[derive(Deserialize, ToSchema)]
 pub struct EmailOnly {
-    #[schema(example = "ann@example.com", max_length = 254)]
+    /// Any string: one that cannot be an account's address gets the same 202 as an unknown one,
+    /// so the answer never says whether an address is valid or registered.
+    #[schema(example = "ann@example.com")]
     email: String,
 }
 
