@@ -60,11 +60,15 @@ impl TestApp {
             .collect()
     }
 
-    async fn unsent_mail(&self) -> i64 {
+    /// The outbox rows matching `condition`.
+    async fn outbox_rows(&self, condition: &str) -> i64 {
         self.db
             .client()
             .await
-            .query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
+            .query_one(
+                &format!("SELECT count(*) FROM outbox WHERE {condition}"),
+                &[],
+            )
             .await
             .unwrap()
             .get(0)
@@ -385,17 +389,9 @@ async fn while_the_mail_server_is_down_requests_succeed_and_every_mail_arrives_o
     let app_ref = &app;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let failed: i64 = app_ref
-            .db
-            .client()
-            .await
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE attempts > 0 AND sent_at IS NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let failed = app_ref
+            .outbox_rows("attempts > 0 AND sent_at IS NULL")
+            .await;
         if failed > 0 {
             break;
         }
@@ -416,23 +412,13 @@ async fn while_the_mail_server_is_down_requests_succeed_and_every_mail_arrives_o
         emails.len() * 2,
         "each mail exactly once"
     );
-    let tokens_left: i64 = app
-        .db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE link_token IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tokens_left = app.outbox_rows("link_token IS NOT NULL").await;
     assert_eq!(tokens_left, 0, "a sent mail keeps no token");
 }
 
 async fn wait_until_outbox_is_empty(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.unsent_mail().await > 0 {
+    while app.outbox_rows("sent_at IS NULL").await > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the outbox drains");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -522,13 +508,5 @@ async fn a_link_waiting_in_the_outbox_is_sealed_and_erased_once_sent() {
         [auth_core::token::sha256(token.as_bytes()).to_vec()]
     );
     wait_until_outbox_is_empty(&app).await;
-    let left: i64 = db
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE link_token IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(app.outbox_rows("link_token IS NOT NULL").await, 0);
 }
