@@ -12,8 +12,8 @@
 #
 # Needs: AWS credentials (any the AWS CLI finds), the AWS CLI v2, curl; GITHUB_REPO=owner/name.
 # Settings (environment): AWS_REGION, GITHUB_REPO, ENV_STACK (latchkey-env), APP_STACK (latchkey),
-# BACKEND_COUNT (1), PRIVATE_EGRESS (nat | endpoints), GITHUB_OWNER_ID and GITHUB_REPO_ID (looked
-# up on GitHub's API when unset). The SAM CLI comes from scripts/requirements/lambda-tools.txt.
+# BACKEND_COUNT (1), PRIVATE_EGRESS (nat | endpoints), MAIL_DOMAIN (unset: no SES resources),
+# GITHUB_OWNER_ID and GITHUB_REPO_ID (looked up on GitHub's API when unset). The SAM CLI comes from scripts/requirements/lambda-tools.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,7 +63,7 @@ aws cloudformation deploy --stack-name "$env_stack" --template-file infra/enviro
   --parameter-overrides \
   "GitHubOwner=$owner" "GitHubRepo=$repo" "GitHubOwnerId=$GITHUB_OWNER_ID" "GitHubRepoId=$GITHUB_REPO_ID" \
   "CreateGitHubOidcProvider=$create_provider" "BackendCount=${BACKEND_COUNT:-1}" \
-  "PrivateEgress=${PRIVATE_EGRESS:-nat}"
+  "PrivateEgress=${PRIVATE_EGRESS:-nat}" "MailDomain=${MAIL_DOMAIN:-}"
 
 output() {
   aws cloudformation describe-stacks --stack-name "$env_stack" \

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from harness import FRONTEND, call
 from pages import reload_sessions, sign_in, sign_up, strong_password, unique_email
 
-PAGES = ["/", "/signup/", "/account/"]
+PAGES = ["/", "/signup/", "/account/", "/verify/", "/reset/"]
 HTML_FILES = sorted((FRONTEND / "public").rglob("*.html"))
 
 

@@ -34,6 +34,95 @@ impl SigningAlg {
 
 pub use startup::LogFormat;
 
+/// `AUTH_EMAIL_VERIFICATION`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailVerification {
+    /// No verification mail; accounts work at once.
+    Off,
+    /// Accounts work at once; a link is mailed, and `email_verified` says whether it was used.
+    Optional,
+    /// Registration mails a link instead of signing in; login waits for the verification.
+    Required,
+}
+
+/// How the connection to the mail server is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtps://`: TLS from the first byte (port 465 by default).
+    Wrapper,
+    /// `smtp://` to another host: STARTTLS, and no mail (nor password) without it.
+    StartTlsRequired,
+    /// `smtp://` to a loopback address: STARTTLS when the server offers it, plain text
+    /// otherwise (a local relay or a test server; nothing leaves the machine).
+    StartTlsOpportunistic,
+}
+
+/// The mail server, from `SMTP_URL`.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// User name and password, percent-decoded.
+    pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Parses `smtp://[user:pass@]host[:port]` (STARTTLS, port 587) or `smtps://...` (TLS, port 465).
+fn parse_smtp_url(text: &str) -> Option<SmtpSettings> {
+    let url = url::Url::parse(text.trim()).ok()?;
+    // smtp is not one of the URL standard's special schemes, so an IPv4 address comes back as
+    // an opaque host name: it is parsed here.
+    let host = match url.host()? {
+        url::Host::Domain(name) => name.to_owned(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let (tls, default_port) = match url.scheme() {
+        "smtps" => (SmtpTls::Wrapper, 465),
+        "smtp" if loopback => (SmtpTls::StartTlsOpportunistic, 587),
+        "smtp" => (SmtpTls::StartTlsRequired, 587),
+        _ => return None,
+    };
+    if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+        return None;
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .ok()
+            .map(|text| text.into_owned())
+    };
+    let credentials = match (url.username(), url.password()) {
+        ("", None) => None,
+        (user, Some(password)) if !user.is_empty() => Some((decode(user)?, decode(password)?)),
+        _ => return None,
+    };
+    Some(SmtpSettings {
+        host,
+        port: url.port().unwrap_or(default_port),
+        tls,
+        credentials,
+    })
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
@@ -69,6 +158,13 @@ pub struct Config {
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// `None`: mail is written to the log instead (development).
+    pub smtp: Option<SmtpSettings>,
+    /// `MAIL_FROM`, checked to be a mailbox (`Name <address>` or a bare address).
+    pub mail_from: String,
+    /// The front-end's base URL for links in mail, without a trailing slash.
+    pub public_url: String,
+    pub email_verification: EmailVerification,
 }
 
 // Hand-written so that the database password and the key-encryption key never reach a log line.
@@ -96,6 +192,10 @@ impl fmt::Debug for Config {
             )
             .field("db_pool_size", &self.db_pool_size)
             .field("db_pool_timeout", &self.db_pool_timeout)
+            .field("smtp", &self.smtp)
+            .field("mail_from", &self.mail_from)
+            .field("public_url", &self.public_url)
+            .field("email_verification", &self.email_verification)
             .finish_non_exhaustive()
     }
 }
@@ -143,7 +243,58 @@ impl Config {
         if normalise_origin(&issuer).is_none() {
             return Err(invalid("AUTH_ISSUER", "an http:// or https:// URL"));
         }
+        let smtp = match env.optional("SMTP_URL") {
+            None => None,
+            Some(text) => Some(parse_smtp_url(&text).ok_or_else(|| {
+                invalid(
+                    "SMTP_URL",
+                    "smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465 (TLS)",
+                )
+            })?),
+        };
+        let mail_from = env.string("MAIL_FROM", "Latchkey <no-reply@localhost>")?;
+        if mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "MAIL_FROM",
+                "a mailbox such as Latchkey <no-reply@example.com>",
+            ));
+        }
+        let public_url = env
+            .string("AUTH_PUBLIC_URL", &issuer)?
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        if normalise_origin(&public_url).is_none()
+            || public_url.contains(['#', '?'])
+            || public_url.contains(char::is_whitespace)
+        {
+            return Err(invalid(
+                "AUTH_PUBLIC_URL",
+                "an http:// or https:// URL without query or fragment",
+            ));
+        }
+        let email_verification = match env
+            .optional("AUTH_EMAIL_VERIFICATION")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None if smtp.is_some() => EmailVerification::Optional,
+            None => EmailVerification::Off,
+            Some("off") => EmailVerification::Off,
+            Some("optional") => EmailVerification::Optional,
+            Some("required") => EmailVerification::Required,
+            Some(_) => {
+                return Err(invalid(
+                    "AUTH_EMAIL_VERIFICATION",
+                    "off, optional or required",
+                ));
+            }
+        };
         let config = Config {
+            smtp,
+            mail_from,
+            public_url,
+            email_verification,
             listen_addr: env.parsed(
                 "LISTEN_ADDR",
                 "0.0.0.0:8080",

@@ -76,6 +76,10 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("HTTP_REQUEST_TIMEOUT_MS", "1"),
     ("HTTP_MAX_CONNECTIONS", "0"),
     ("LOG_FORMAT", "xml"),
+    ("SMTP_URL", "http://mail.example.com"),
+    ("MAIL_FROM", "not a mailbox"),
+    ("AUTH_PUBLIC_URL", "app.example.com"),
+    ("AUTH_EMAIL_VERIFICATION", "sometimes"),
 ];
 
 #[test]
@@ -206,4 +210,50 @@ fn debug_output_hides_the_database_password() {
     let printed = format!("{config:?}");
     assert!(!printed.contains("hunter2secret"));
     assert!(printed.contains("postgres://app:***@db:5432/x"));
+}
+
+#[test]
+fn smtp_urls_choose_tls_by_scheme_and_host() {
+    let smtp = |url: &str| config_with(&[("SMTP_URL", url)]).unwrap().smtp.unwrap();
+    let remote = smtp("smtp://user%40x:p%3Ass@mail.example.com");
+    assert_eq!(
+        (remote.host.as_str(), remote.port, remote.tls),
+        ("mail.example.com", 587, SmtpTls::StartTlsRequired)
+    );
+    assert_eq!(
+        remote.credentials,
+        Some(("user@x".to_owned(), "p:ss".to_owned()))
+    );
+    assert!(!format!("{remote:?}").contains("p:ss"));
+    let wrapped = smtp("smtps://email-smtp.eu-west-1.amazonaws.com");
+    assert_eq!((wrapped.port, wrapped.tls), (465, SmtpTls::Wrapper));
+    let local = smtp("smtp://127.0.0.1:2525");
+    assert_eq!(
+        (local.port, local.tls),
+        (2525, SmtpTls::StartTlsOpportunistic)
+    );
+    for bad in [
+        "smtp://user@host",
+        "smtp://host/path",
+        "smtp://host?tls=none",
+        "smtp://",
+    ] {
+        assert_eq!(rejected_variable(&[("SMTP_URL", bad)]), "SMTP_URL", "{bad}");
+    }
+}
+
+#[test]
+fn email_verification_defaults_to_optional_only_with_a_mail_server() {
+    let config = config_with(&[]).unwrap();
+    assert_eq!(config.email_verification, EmailVerification::Off);
+    assert_eq!(config.public_url, "http://localhost:8080");
+    let config = config_with(&[
+        ("SMTP_URL", "smtp://localhost:25"),
+        ("AUTH_PUBLIC_URL", "https://app.example.com/"),
+    ])
+    .unwrap();
+    assert_eq!(config.email_verification, EmailVerification::Optional);
+    assert_eq!(config.public_url, "https://app.example.com");
+    let config = config_with(&[("AUTH_EMAIL_VERIFICATION", "Required")]).unwrap();
+    assert_eq!(config.email_verification, EmailVerification::Required);
 }

@@ -40,6 +40,10 @@ pub enum Error {
     WrongPassword,
     #[error("forbidden origin")]
     ForbiddenOrigin,
+    #[error("email unverified")]
+    EmailUnverified,
+    #[error("invalid link")]
+    InvalidLink,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -93,6 +97,8 @@ impl Error {
             Error::InvalidToken { .. } => ErrorCode::InvalidToken,
             Error::WrongPassword => ErrorCode::WrongPassword,
             Error::ForbiddenOrigin => ErrorCode::ForbiddenOrigin,
+            Error::EmailUnverified => ErrorCode::EmailUnverified,
+            Error::InvalidLink => ErrorCode::InvalidLink,
             Error::NotFound => ErrorCode::NotFound,
             Error::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Error::TooManyRequests { .. } => ErrorCode::TooManyRequests,
@@ -145,6 +151,8 @@ pub enum ErrorCode {
     InvalidToken,
     WrongPassword,
     ForbiddenOrigin,
+    EmailUnverified,
+    InvalidLink,
     NotFound,
     MethodNotAllowed,
     TooManyRequests,
@@ -170,7 +178,7 @@ const fn row(status: StatusCode, title: &'static str, detail: &'static str) -> E
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidRequest,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
@@ -180,6 +188,8 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::WrongPassword,
         ErrorCode::ForbiddenOrigin,
+        ErrorCode::EmailUnverified,
+        ErrorCode::InvalidLink,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::TooManyRequests,
@@ -235,6 +245,16 @@ impl ErrorCode {
                 S::FORBIDDEN,
                 "Forbidden origin",
                 "This origin may not use the refresh cookie.",
+            ),
+            ErrorCode::EmailUnverified => row(
+                S::FORBIDDEN,
+                "Email not verified",
+                "Verify your email with the link we sent, or ask for a new one.",
+            ),
+            ErrorCode::InvalidLink => row(
+                S::BAD_REQUEST,
+                "Invalid link",
+                "This link is unknown, used, expired or replaced by a newer one.",
             ),
             ErrorCode::NotFound => row(S::NOT_FOUND, "Not found", "There is nothing here."),
             ErrorCode::MethodNotAllowed => row(

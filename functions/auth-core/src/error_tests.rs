@@ -3,7 +3,7 @@ use super::*;
 
 /// The contract's table (docs/api.md), written out again on purpose: a change to the code's
 /// table must be a change to the contract too.
-const CONTRACT: [(&str, u16); 16] = [
+const CONTRACT: [(&str, u16); 18] = [
     ("invalid_request", 400),
     ("unsupported_media_type", 415),
     ("payload_too_large", 413),
@@ -13,6 +13,8 @@ const CONTRACT: [(&str, u16); 16] = [
     ("invalid_token", 401),
     ("wrong_password", 403),
     ("forbidden_origin", 403),
+    ("email_unverified", 403),
+    ("invalid_link", 400),
     ("not_found", 404),
     ("method_not_allowed", 405),
     ("too_many_requests", 429),
@@ -33,6 +35,8 @@ fn one_error_of_each_code() -> Vec<Error> {
         Error::token("expired"),
         Error::WrongPassword,
         Error::ForbiddenOrigin,
+        Error::EmailUnverified,
+        Error::InvalidLink,
         Error::NotFound,
         Error::MethodNotAllowed,
         Error::TooManyRequests {

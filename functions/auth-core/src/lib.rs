@@ -7,6 +7,7 @@ pub mod error;
 pub mod hashing;
 pub mod http;
 pub mod kdf;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
@@ -159,6 +160,11 @@ pub fn start_logging(config: &Config) {
         tracing::warn!(
             iterations = config.pbkdf2_iterations,
             "AUTH_PBKDF2_ITERATIONS is below the recommended 600000"
+        );
+    }
+    if config.smtp.is_none() {
+        tracing::warn!(
+            "SMTP_URL is unset: mail is written to the log with its links instead of sent (development only)"
         );
     }
     if config.key_encryption_key.is_none() {

@@ -37,11 +37,15 @@ impl Modify for BearerAuth {
         http::account::events, http::sessions::sessions, http::sessions::revoke_session,
         http::sessions::revoke_other_sessions, http::ops::jwks, http::ops::openapi,
         http::ops::healthz, http::ops::readyz, http::ops::metrics,
+        http::email::verify_email, http::email::resend_verification,
+        http::email::request_password_reset, http::email::confirm_password_reset,
     ),
     components(
         schemas(TokenResponse, UserView, SessionView, EventView, Problem, ErrorCode,
             http::auth::Credentials, http::auth::RefreshBody, http::auth::LogoutBody,
-            http::account::ChangePassword, http::account::DeleteAccount, SessionList, EventList),
+            http::account::ChangePassword, http::account::DeleteAccount, SessionList, EventList,
+            http::email::LinkToken, http::email::EmailOnly, http::email::ResetConfirmation,
+            http::email::Accepted),
         responses(Problem),
     ),
     modifiers(&BearerAuth),
@@ -49,6 +53,7 @@ impl Modify for BearerAuth {
         (name = "auth", description = "Registration, sign-in, token refresh and sign-out"),
         (name = "account", description = "The signed-in account"),
         (name = "sessions", description = "The account's sessions"),
+        (name = "email", description = "Email verification and password reset"),
         (name = "keys", description = "Public keys for offline token verification"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -98,6 +103,10 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/api/v1/auth/verify-email",
+            "/api/v1/auth/verify-email/resend",
+            "/api/v1/auth/password-reset",
+            "/api/v1/auth/password-reset/confirm",
         ] {
             assert!(paths.contains_key(path), "{path} is not documented");
         }

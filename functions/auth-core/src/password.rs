@@ -117,6 +117,23 @@ pub fn check_password_policy(
     Err(reasons)
 }
 
+/// The hash of a new password (a change or a reset) that passes the policy for `email`; a
+/// refusal is a 422 on the `new_password` field.
+pub fn hash_new_password(
+    raw: &str,
+    email: &str,
+    min_score: u8,
+    iterations: u32,
+) -> Result<String, Error> {
+    let normalised = normalise_password(raw);
+    check_password_policy(&normalised, email, min_score).map_err(|reasons| {
+        let mut errors = FieldErrors::new();
+        errors.insert("new_password", reasons);
+        Error::Validation(errors)
+    })?;
+    hash_password(&normalised, iterations)
+}
+
 /// Validates a registration's fields together, so that one 422 lists every problem.
 pub fn validate_credentials(
     raw_email: &str,

@@ -254,6 +254,10 @@ pub struct AccessClaims {
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
+    /// Whether the account's email was verified when the token was issued; absent while
+    /// verification is off (AUTH_EMAIL_VERIFICATION).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 /// Who an accepted access token speaks for.
@@ -274,6 +278,7 @@ pub fn issue_access_token(
     ring: &KeyRing,
     settings: &AccessTokenSettings<'_>,
     subject: TokenSubject,
+    email_verified: Option<bool>,
     now: OffsetDateTime,
 ) -> Result<String, Error> {
     let key = ring
@@ -288,6 +293,7 @@ pub fn issue_access_token(
         jti: Uuid::now_v7().to_string(),
         iat,
         exp: iat.saturating_add(i64::try_from(settings.ttl.as_secs()).unwrap_or(i64::MAX)),
+        email_verified,
     };
     let mut header = Header::new(jwt_algorithm(key.alg));
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());

@@ -35,7 +35,7 @@ fn issued_tokens_verify_for_both_algorithms() {
             session_id: Uuid::now_v7(),
         };
         let now = OffsetDateTime::now_utc();
-        let token = issue_access_token(&ring, &settings(alg), subject, now).unwrap();
+        let token = issue_access_token(&ring, &settings(alg), subject, None, now).unwrap();
         let verified = verify_access_token(&ring, &settings(alg), &token, now).unwrap();
         assert_eq!(verified.user_id, subject.user_id);
         assert_eq!(verified.session_id, subject.session_id);
@@ -50,7 +50,8 @@ fn a_token_of_the_other_algorithm_is_refused() {
         session_id: Uuid::now_v7(),
     };
     let now = OffsetDateTime::now_utc();
-    let token = issue_access_token(&ring, &settings(SigningAlg::EdDsa), subject, now).unwrap();
+    let token =
+        issue_access_token(&ring, &settings(SigningAlg::EdDsa), subject, None, now).unwrap();
     assert!(verify_access_token(&ring, &settings(SigningAlg::Es256), &token, now).is_err());
 }
 

@@ -28,6 +28,9 @@ const EVENT_LABELS = {
   logged_out: "Signed out",
   session_revoked: "A session was signed out",
   password_changed: "Password changed",
+  email_verified: "Email address verified",
+  password_reset_requested: "Password reset link requested",
+  password_reset: "Password reset through an emailed link",
   account_deleted: "Account deleted",
 };
 const WARNING_EVENTS = new Set(["login_failed", "refreshed_reuse_detected"]);
@@ -75,7 +78,24 @@ function showUser(me) {
   $("#delete-email").textContent = me.email;
   $("#password-username").value = me.email;
   $("#delete-username").value = me.email;
+  // Absent while the service does not verify addresses: only an explicit false shows it.
+  $("#verify-banner").hidden = me.email_verified !== false;
 }
+
+$("#verify-resend").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  if (!user) return;
+  await whileBusy(button, "Sending…", async () => {
+    try {
+      await api.resendVerification(user.email);
+      $("#verify-banner-text").textContent = `A new link is on its way to ${user.email}. Open it to verify your address.`;
+      announce("A new verification link was sent.");
+    } catch (error) {
+      $("#verify-banner-text").textContent = describeError(error);
+      announce(describeError(error));
+    }
+  });
+});
 
 // ---- sessions --------------------------------------------------------------------------------
 

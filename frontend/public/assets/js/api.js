@@ -298,10 +298,45 @@ export async function signIn(email, password) {
   return grant.user;
 }
 
+/**
+ * Creates an account. Returns the user, signed in; or null when the service wants the address
+ * verified first (202 "verification_sent": a link was mailed, no session yet).
+ */
 export async function signUp(email, password) {
   const grant = await request("POST", "/auth/register", { body: { email, password } });
+  if (!grant?.access_token) return null;
   adopt(grant);
   return grant.user;
+}
+
+/** Mails a new verification link (the answer is the same whether or not the account exists). */
+export async function resendVerification(email) {
+  await request("POST", "/auth/verify-email/resend", { body: { email } });
+}
+
+export async function verifyEmail(token) {
+  await request("POST", "/auth/verify-email", { body: { token } });
+}
+
+/** Mails a reset link when the account exists (the answer is the same either way). */
+export async function requestPasswordReset(email) {
+  await request("POST", "/auth/password-reset", { body: { email } });
+}
+
+export async function confirmPasswordReset(token, newPassword) {
+  await request("POST", "/auth/password-reset/confirm", { body: { token, new_password: newPassword } });
+}
+
+/**
+ * The token of a mailed link (`#token=...`), taken out of the address bar at once, so it stays
+ * out of the history, bookmarks and anything that reads the address later.
+ */
+export function takeLinkToken() {
+  const match = /^#token=([A-Za-z0-9_-]{1,128})$/.exec(window.location.hash);
+  if (window.location.hash) {
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+  return match ? match[1] : null;
 }
 
 /**

@@ -25,9 +25,17 @@ form.addEventListener("submit", async (event) => {
 
   await whileBusy(submit, "Creating account…", async () => {
     try {
-      await signUp(email, password);
-      announce("Account created.");
-      window.location.assign("/account/");
+      const user = await signUp(email, password);
+      if (user) {
+        announce("Account created.");
+        window.location.assign("/account/");
+        return;
+      }
+      // Verification required: the same answer whether the address was new or taken.
+      form.hidden = true;
+      $("#check-mail-address").textContent = email;
+      $("#check-mail").hidden = false;
+      $("#check-mail-title").focus();
     } catch (error) {
       if (error instanceof ApiError && error.code === "validation_failed") {
         showFieldErrors(form, error.errors);

@@ -146,6 +146,10 @@ export function describeError(error) {
       return "This page is not allowed to use your sign-in. Open Latchkey from its own address.";
     case "not_found":
       return "That no longer exists.";
+    case "invalid_link":
+      return "This link does not work any more: it was already used, has expired, or a newer one was sent.";
+    case "email_unverified":
+      return "Verify your email address first: open the link we mailed you.";
     default:
       if (error.status >= 500) {
         const ref = error.requestId ? ` (reference ${error.requestId})` : "";

@@ -14,6 +14,7 @@ use super::cookies::{
 use super::extract::{Client, JsonBody, OptionalJsonBody, bearer_token};
 use super::idempotency::idempotency_key;
 use super::responses::TokenResponse;
+use crate::config::EmailVerification;
 use crate::error::{Error, Problem};
 use crate::metrics::OutcomeLabels;
 
@@ -46,8 +47,10 @@ pub struct LogoutBody {
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
         description = "Makes a retry safe: the same key with the same email and password within a day gets 201 for the account the first request created (in a new session), whatever became of the first answer; a key used for a different request gets 422.")),
     responses(
-        (status = 201, description = "Registered and signed in; the refresh cookie is set", body = TokenResponse,
+        (status = 201, description = "Registered and signed in; the refresh cookie is set. With AUTH_EMAIL_VERIFICATION=optional a verification link is mailed too", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "refresh_token=...; HttpOnly; SameSite=Strict; Path=/api/v1/auth; Max-Age=...; Secure"))),
+        (status = 202, description = "With AUTH_EMAIL_VERIFICATION=required: the same answer for a new and a taken email (a new one is mailed a link, a taken one's owner a notice); no tokens", body = super::email::Accepted,
+            example = json!({"status": "verification_sent"})),
         (status = 400, response = Problem), (status = 409, response = Problem), (status = 413, response = Problem),
         (status = 415, response = Problem), (status = 422, response = Problem), (status = 429, response = Problem),
         (status = 503, response = Problem), (status = 500, response = Problem),
@@ -59,6 +62,17 @@ pub(crate) async fn register(
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Response, Error> {
     let idempotency_key = idempotency_key(&headers)?;
+    if auth.config.email_verification == EmailVerification::Required {
+        auth.register_unverified(
+            &body.email,
+            &body.password,
+            idempotency_key,
+            &client,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+        return Ok(super::email::accepted("verification_sent"));
+    }
     let signed_in = auth
         .register(
             &body.email,
@@ -76,7 +90,8 @@ pub(crate) async fn register(
     ))
 }
 
-/// Sign in: a new session.
+/// Sign in: a new session. With AUTH_EMAIL_VERIFICATION=required, an account whose email is not
+/// verified gets 403 `email_unverified`, only after the password matched.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = Credentials,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
@@ -84,7 +99,8 @@ pub(crate) async fn register(
     responses(
         (status = 200, description = "Signed in; the refresh cookie is set", body = TokenResponse,
             headers(("Set-Cookie" = String, description = "the refresh cookie"))),
-        (status = 400, response = Problem), (status = 401, response = Problem), (status = 413, response = Problem),
+        (status = 400, response = Problem), (status = 401, response = Problem),
+        (status = 403, response = Problem), (status = 413, response = Problem),
         (status = 415, response = Problem), (status = 422, response = Problem), (status = 429, response = Problem),
         (status = 503, response = Problem), (status = 500, response = Problem),
     ))]

@@ -4,6 +4,7 @@
 pub(crate) mod account;
 pub(crate) mod auth;
 mod cookies;
+pub(crate) mod email;
 mod extract;
 mod idempotency;
 mod middleware;
@@ -47,6 +48,19 @@ pub fn router(auth: AppState) -> Router {
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/verify-email", post(email::verify_email))
+        .route(
+            "/api/v1/auth/verify-email/resend",
+            post(email::resend_verification),
+        )
+        .route(
+            "/api/v1/auth/password-reset",
+            post(email::request_password_reset),
+        )
+        .route(
+            "/api/v1/auth/password-reset/confirm",
+            post(email::confirm_password_reset),
+        )
         .route(
             "/api/v1/me",
             get(account::me).delete(account::delete_account),

@@ -18,6 +18,10 @@ pub struct UserView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// Whether the address was verified through a mailed link; absent while verification is
+    /// off (AUTH_EMAIL_VERIFICATION).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 impl From<Account> for UserView {
@@ -26,6 +30,7 @@ impl From<Account> for UserView {
             id: account.id,
             email: account.email,
             created_at: account.created_at,
+            email_verified: account.email_verified,
         }
     }
 }
@@ -66,7 +71,8 @@ impl From<SessionInfo> for SessionView {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct EventView {
     /// registered, login_succeeded, login_failed, refreshed_reuse_detected, logged_out,
-    /// session_revoked or password_changed.
+    /// session_revoked, password_changed, email_verified, password_reset_requested or
+    /// password_reset.
     #[serde(rename = "type")]
     #[schema(example = "login_succeeded")]
     pub kind: String,

@@ -25,7 +25,7 @@ impl Auth {
             super::to_time(self.config.session_idle),
         )
         .await?
-        .map(Account::from)
+        .map(|user| self.shown(user.into()))
         .ok_or_else(|| Error::token("session ended"))
     }
 
@@ -54,6 +54,19 @@ impl Auth {
         }
     }
 
+    /// The hash of a new password for the account of `email`, once it passes the policy (a 422
+    /// on `new_password` otherwise), made in the bounded hashing pool.
+    pub(super) async fn new_password_hash(&self, email: &str, new: &str) -> Result<String, Error> {
+        let (email, new_password) = (email.to_owned(), new.to_owned());
+        let (min_score, iterations) = (
+            self.config.password_min_score,
+            self.config.pbkdf2_iterations,
+        );
+        self.hashing
+            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
+            .await?
+    }
+
     /// Changes the password after re-checking the current one; every other session ends, so a
     /// thief holding one of them is out.
     pub async fn change_password(
@@ -67,25 +80,7 @@ impl Auth {
     ) -> Result<(), Error> {
         let user = self.current_user(subject).await?;
         self.confirm_password(&user, current, client, now).await?;
-        let (email, new_password) = (user.email.clone(), new.to_owned());
-        let (min_score, iterations) = (
-            self.config.password_min_score,
-            self.config.pbkdf2_iterations,
-        );
-        let new_hash = self
-            .hashing
-            .run(move || {
-                let normalised = password::normalise_password(&new_password);
-                password::check_password_policy(&normalised, &email, min_score).map_err(
-                    |reasons| {
-                        let mut errors = crate::error::FieldErrors::new();
-                        errors.insert("new_password", reasons);
-                        Error::Validation(errors)
-                    },
-                )?;
-                password::hash_password(&normalised, iterations)
-            })
-            .await??;
+        let new_hash = self.new_password_hash(&user.email, new).await?;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         if record_request(&tx, keyed, now).await? {
@@ -96,6 +91,8 @@ impl Auth {
             return Err(Error::WrongPassword);
         }
         store::revoke_other_sessions(&tx, user.id, subject.session_id, now).await?;
+        // A reset link mailed before the change must not undo it.
+        store::delete_email_tokens(&tx, user.id, store::LinkPurpose::Reset).await?;
         record_event(&tx, user.id, store::EventType::PasswordChanged, client, now).await?;
         tx.commit().await?;
         Ok(())

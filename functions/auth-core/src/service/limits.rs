@@ -42,9 +42,21 @@ impl Auth {
         if limit == 0 {
             return Ok(());
         }
-        let bucket = format!("{action}:{network}");
+        self.take_limit(&format!("{action}:{network}"), limit, period, now)
+            .await
+    }
+
+    /// Counts a request against `bucket` (`limit` per `period`, across instances): **429** with
+    /// the wait when it is spent.
+    pub(super) async fn take_limit(
+        &self,
+        bucket: &str,
+        limit: u32,
+        period: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
         let db = self.pool.get().await?;
-        match store::take_rate_limit(&db, &bucket, limit, period, now).await? {
+        match store::take_rate_limit(&db, bucket, limit, period, now).await? {
             None => Ok(()),
             Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
         }

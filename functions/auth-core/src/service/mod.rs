@@ -3,6 +3,7 @@
 //! transaction, and gives the connection back before slow work (hashing, signing).
 
 mod account;
+mod email;
 mod idempotency;
 mod keys;
 mod limits;
@@ -68,6 +69,8 @@ pub struct Account {
     pub id: Uuid,
     pub email: String,
     pub created_at: OffsetDateTime,
+    /// Whether the address was verified; `None` (not shown) while verification is off.
+    pub email_verified: Option<bool>,
 }
 
 impl From<UserRow> for Account {
@@ -76,6 +79,7 @@ impl From<UserRow> for Account {
             id: user.id,
             email: user.email,
             created_at: user.created_at,
+            email_verified: Some(user.email_verified_at.is_some()),
         }
     }
 }
@@ -118,11 +122,15 @@ pub struct Auth {
     dummy_hash: String,
     /// The pruning task of this instance, stopped with it.
     housekeeping: tokio::task::AbortHandle,
+    outbox: std::sync::Arc<email::Outbox>,
+    /// This instance's outbox worker, stopped with it.
+    mail_worker: tokio::task::AbortHandle,
 }
 
 impl Drop for Auth {
     fn drop(&mut self) {
         self.housekeeping.abort();
+        self.mail_worker.abort();
     }
 }
 
@@ -161,6 +169,16 @@ fn whole_seconds(duration: time::Duration) -> u64 {
     u64::try_from(duration.whole_seconds()).unwrap_or(0)
 }
 
+impl Auth {
+    /// The account as shown: `email_verified` only while verification is on.
+    fn shown(&self, mut account: Account) -> Account {
+        if self.config.email_verification == crate::config::EmailVerification::Off {
+            account.email_verified = None;
+        }
+        account
+    }
+}
+
 /// Records a security event with where the request came from.
 async fn record_event(
     db: &impl deadpool_postgres::GenericClient,
@@ -196,6 +214,13 @@ impl Auth {
         keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
         let housekeeping =
             tokio::spawn(keep_house(pool.clone(), to_time(config.session_idle))).abort_handle();
+        let outbox = std::sync::Arc::new(email::Outbox::new(
+            pool.clone(),
+            crate::mail::Mailer::from_config(&config)?,
+            config.key_encryption_key,
+            config.public_url.clone(),
+        ));
+        let mail_worker = tokio::spawn(std::sync::Arc::clone(&outbox).run()).abort_handle();
         Ok(Auth {
             config,
             pool,
@@ -205,6 +230,8 @@ impl Auth {
             refresh_secret,
             dummy_hash,
             housekeeping,
+            outbox,
+            mail_worker,
         })
     }
 

@@ -89,6 +89,7 @@ impl Auth {
         session: StartedSession,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
+        let account = self.shown(account);
         let StartedSession {
             session_id,
             expires_at: session_expires_at,
@@ -102,6 +103,7 @@ impl Auth {
                 user_id: account.id,
                 session_id,
             },
+            account.email_verified,
             now,
         )?;
         Ok(SignedIn {
@@ -110,6 +112,47 @@ impl Auth {
             refresh_token,
             refresh_expires_in: whole_seconds(session_expires_at - now),
             account,
+        })
+    }
+
+    /// The account a registration would create: within the client network's limit, the email and
+    /// password validated together and the password hashed, all before any row is written.
+    pub(super) async fn new_user(
+        &self,
+        raw_email: &str,
+        raw_password: &str,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<UserRow, Error> {
+        self.limit_per_network(
+            "register",
+            client,
+            self.config.ip_registrations_per_hour,
+            time::Duration::HOUR,
+            now,
+        )
+        .await?;
+        // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
+        // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
+        let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
+        let (min_score, iterations) = (
+            self.config.password_min_score,
+            self.config.pbkdf2_iterations,
+        );
+        let (email, password_hash) = self
+            .hashing
+            .run(move || {
+                let (email, password) =
+                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
+                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
+            })
+            .await??;
+        Ok(UserRow {
+            id: Uuid::now_v7(),
+            email,
+            password_hash,
+            created_at: to_stored_precision(now),
+            email_verified_at: None,
         })
     }
 
@@ -124,37 +167,9 @@ impl Auth {
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<SignedIn, Error> {
-        self.limit_per_network(
-            "register",
-            client,
-            self.config.ip_registrations_per_hour,
-            time::Duration::HOUR,
-            now,
-        )
-        .await?;
-        // Strength scoring costs milliseconds of CPU too, so it runs in the bounded pool with the
-        // hash: a registration flood meets 503 `overloaded` instead of stalling the server.
         // A retry of a committed registration is checked against the account's password.
         let password_for_replay = idempotency_key.map(|_| raw_password.to_owned());
-        let (raw_email, raw_password) = (raw_email.to_owned(), raw_password.to_owned());
-        let (min_score, iterations) = (
-            self.config.password_min_score,
-            self.config.pbkdf2_iterations,
-        );
-        let (email, password_hash) = self
-            .hashing
-            .run(move || {
-                let (email, password) =
-                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
-                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
-            })
-            .await??;
-        let user = UserRow {
-            id: Uuid::now_v7(),
-            email,
-            password_hash,
-            created_at: to_stored_precision(now),
-        };
+        let user = self.new_user(raw_email, raw_password, client, now).await?;
         let started = {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
@@ -190,9 +205,11 @@ impl Auth {
                     now,
                 )
                 .await?;
+            self.queue_verification(&tx, &user, now).await?;
             tx.commit().await?;
             started
         };
+        self.wake_mail_worker();
         self.sign_in(user.into(), started, now).await
     }
 
@@ -353,6 +370,12 @@ impl Auth {
         let Some(user) = user else {
             return Err(Error::InvalidCredentials);
         };
+        // Said only to whoever knows the password, so it reveals nothing about the address.
+        if self.config.email_verification == crate::config::EmailVerification::Required
+            && user.email_verified_at.is_none()
+        {
+            return Err(Error::EmailUnverified);
+        }
         let (user_id, checked_hash) = (user.id, user.password_hash.clone());
         let keyed = idempotency_key.map(|key| KeyedLogin {
             key,

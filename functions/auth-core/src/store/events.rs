@@ -16,6 +16,9 @@ pub enum EventType {
     LoggedOut,
     SessionRevoked,
     PasswordChanged,
+    EmailVerified,
+    PasswordResetRequested,
+    PasswordReset,
 }
 
 impl EventType {
@@ -28,6 +31,9 @@ impl EventType {
             EventType::LoggedOut => "logged_out",
             EventType::SessionRevoked => "session_revoked",
             EventType::PasswordChanged => "password_changed",
+            EventType::EmailVerified => "email_verified",
+            EventType::PasswordResetRequested => "password_reset_requested",
+            EventType::PasswordReset => "password_reset",
         }
     }
 }

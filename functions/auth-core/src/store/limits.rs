@@ -150,6 +150,7 @@ pub async fn prune_expired(
         &[&(now - time::Duration::DAY), &PRUNE_BATCH],
     )
     .await?;
+    super::prune_mail(db, now, PRUNE_BATCH).await?;
     let a_day_ago = now - time::Duration::DAY;
     db.execute(
         "DELETE FROM sessions WHERE id IN ( \

@@ -4,7 +4,7 @@
 /// The columns of [`UserRow`] for a `users` table aliased `u`, read back by `users::user_from`.
 macro_rules! user_columns {
     () => {
-        "u.id, u.email, u.password_hash, u.created_at"
+        "u.id, u.email, u.password_hash, u.created_at, u.email_verified_at"
     };
 }
 
@@ -23,6 +23,7 @@ macro_rules! session_is_live {
     };
 }
 
+mod email;
 mod events;
 mod idempotency;
 mod keys;
@@ -30,6 +31,11 @@ mod limits;
 mod sessions;
 mod users;
 
+pub use email::{
+    ClaimedMail, LinkPurpose, MailOutcome, NewMail, claim_due_mail, delete_email_tokens,
+    enqueue_mail, finish_mail, insert_email_token, mark_email_verified, peek_email_token,
+    prune_mail, reset_password_hash, revoke_all_sessions, take_email_token,
+};
 pub use events::{EventRow, EventType, recent_events, record_event};
 pub use idempotency::{KeptRequest, RequestClaim, claim_request, find_request, first_token_unused};
 pub use keys::{

@@ -12,6 +12,8 @@ pub struct UserRow {
     pub email: String,
     pub password_hash: String,
     pub created_at: OffsetDateTime,
+    /// When the address was verified; `None` while it is not.
+    pub email_verified_at: Option<OffsetDateTime>,
 }
 
 /// Reads the columns of `user_columns!` starting at column `first`.
@@ -21,6 +23,7 @@ pub(super) fn user_from(row: &tokio_postgres::Row, first: usize) -> Result<UserR
         email: row.try_get(first + 1)?,
         password_hash: row.try_get(first + 2)?,
         created_at: row.try_get(first + 3)?,
+        email_verified_at: row.try_get(first + 4)?,
     })
 }
 

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod account;
+mod email;
 mod forged;
 mod idempotency;
 mod keys;
@@ -19,5 +20,6 @@ mod register;
 mod resilience;
 mod security;
 mod sessions;
+mod smtp;
 mod tls;
 mod tokens;
