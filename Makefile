@@ -38,6 +38,13 @@ test-e2e:
 image:
 	api-container/build-image.sh
 
+# The front-end image: FROM scratch, the site (frontend/public, plus version.txt) and its nginx
+# settings, for the front-end host's latchkey-frontend-deploy (IMAGE=name:tag, default
+# latchkey-frontend:dev; VERSION, default `git describe`). Needs a Docker engine, nothing else.
+.PHONY: frontend-image
+frontend-image:
+	frontend/build-image.sh
+
 # The image and the host deploy script (api-container/deploy/) against the real Docker engine,
 # a local registry, nginx and PostgreSQL, all started and removed by the test.
 test-deploy:
