@@ -54,7 +54,9 @@ test-deploy:
 # ECR, the push event from its real digest, the deploy Lambda (cargo lambda) against moto's ECR and
 # SSM, the SSM document's own script on two local back-end hosts behind frontend/nginx.conf, under
 # load: a swap without a failed request, then a release that never gets ready rolled back on the
-# first host and the roll stopped there. Needs Docker and root; installs what it lacks. ARGS to pytest.
+# first host and the roll stopped there. Then the front-end's route: a front-end image through the
+# same chain to a local front-end host (the site swapped under load; a page-less image refused,
+# the old site serving). Needs Docker and root; installs what it lacks. ARGS to pytest.
 .PHONY: test-chain
 test-chain:
 	scripts/test-chain.sh $(ARGS)
