@@ -38,6 +38,13 @@ test-e2e:
 image:
 	api-container/build-image.sh
 
+# The front-end image: FROM scratch, the site (frontend/public, plus version.txt) and its nginx
+# settings, for the front-end host's latchkey-frontend-deploy (IMAGE=name:tag, default
+# latchkey-frontend:dev; VERSION, default `git describe`). Needs a Docker engine, nothing else.
+.PHONY: frontend-image
+frontend-image:
+	frontend/build-image.sh
+
 # The image and the host deploy script (api-container/deploy/) against the real Docker engine,
 # a local registry, nginx and PostgreSQL, all started and removed by the test.
 test-deploy:
@@ -47,7 +54,9 @@ test-deploy:
 # ECR, the push event from its real digest, the deploy Lambda (cargo lambda) against moto's ECR and
 # SSM, the SSM document's own script on two local back-end hosts behind frontend/nginx.conf, under
 # load: a swap without a failed request, then a release that never gets ready rolled back on the
-# first host and the roll stopped there. Needs Docker and root; installs what it lacks. ARGS to pytest.
+# first host and the roll stopped there. Then the front-end's route: a front-end image through the
+# same chain to a local front-end host (the site swapped under load; a page-less image refused,
+# the old site serving). Needs Docker and root; installs what it lacks. ARGS to pytest.
 .PHONY: test-chain
 test-chain:
 	scripts/test-chain.sh $(ARGS)

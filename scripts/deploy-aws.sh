@@ -4,8 +4,9 @@
 #   1. the environment stack (infra/environment.yaml): network, hosts, RDS, ECR, CloudFront,
 #      GitHub's OIDC provider (when the account has none) and the release role;
 #   2. the host bundle (api-container/deploy/, frontend/, infra/host/, RDS's CA bundle) to the
-#      stack's bucket: the hosts wait for it at first boot; a running front-end gets it through
-#      SSM (its site and nginx settings are updated in place);
+#      stack's bucket: the hosts wait for it at first boot; a running front-end runs its
+#      bootstrap again through SSM (nginx's main settings, CloudFront's ranges; the site itself
+#      stays the newest front-end image, which arrives through EventBridge like the API's);
 #   3. the SAM stack (template.yaml: deploy Lambda, EventBridge rule, SSM document), with the
 #      environment's outputs as its parameters;
 #   4. prints the GitHub variables to set and the https URL.
@@ -71,6 +72,7 @@ output() {
 }
 bucket=$(output ArtifactsBucketName)
 repository=$(output RepositoryName)
+frontend_repository=$(output FrontendRepositoryName)
 tag_key=$(output BackendTagKey)
 tag_value=$(output BackendTagValue)
 frontend_tag=$(output FrontendTagValue)
@@ -83,16 +85,15 @@ trap 'rm -rf "$work"' EXIT
 curl -fsS "https://truststore.pki.rds.amazonaws.com/$AWS_REGION/$AWS_REGION-bundle.pem" -o "$work/rds-ca.pem" \
   || die "could not fetch RDS's CA bundle for $AWS_REGION"
 # What git tracks, nothing else (no local settings, no build output).
-mapfile -t files < <(git ls-files api-container/deploy frontend/public frontend/nginx.conf infra/host)
+mapfile -t files < <(git ls-files api-container/deploy frontend/public frontend/nginx.conf frontend/deploy infra/host)
 tar -czf "$work/bundle.tar.gz" -C "$work" rds-ca.pem -C "$PWD" "${files[@]}"
 aws s3 cp --only-show-errors "$work/bundle.tar.gz" "s3://$bucket/host/bundle.tar.gz"
-# A running front-end takes the new site and nginx settings now (a new host takes them at boot).
-# The $(...) and $b are the host's shell's, not this one's.
-# shellcheck disable=SC2016
+# A running front-end takes the new bundle now (a new host takes it at boot) and runs its
+# bootstrap again with the arguments its user data gave it (--saved).
 command_id=$(aws ssm send-command --document-name AWS-RunShellScript \
   --targets "Key=tag:$tag_key,Values=$frontend_tag" \
   --comment "latchkey: update the front-end from the host bundle" \
-  --parameters 'commands=["set -e","aws s3 cp s3://'"$bucket"'/host/bundle.tar.gz /root/latchkey-bundle.tar.gz","rm -rf /opt/latchkey.new && mkdir /opt/latchkey.new && tar -xzf /root/latchkey-bundle.tar.gz -C /opt/latchkey.new","rm -rf /opt/latchkey && mv /opt/latchkey.new /opt/latchkey","b=$(sed -n \"s/.*--backends \\([0-9.:,]*\\).*/\\1/p\" /etc/cron.d/latchkey-frontend)","/opt/latchkey/infra/host/bootstrap.sh frontend --backends \"$b\""]' \
+  --parameters 'commands=["set -e","aws s3 cp s3://'"$bucket"'/host/bundle.tar.gz /root/latchkey-bundle.tar.gz","rm -rf /opt/latchkey.new && mkdir /opt/latchkey.new && tar -xzf /root/latchkey-bundle.tar.gz -C /opt/latchkey.new","rm -rf /opt/latchkey && mv /opt/latchkey.new /opt/latchkey","/opt/latchkey/infra/host/bootstrap.sh frontend --saved"]' \
   --query Command.CommandId --output text 2>/dev/null || true)
 if [ -n "$command_id" ]; then
   echo "front-end update sent (SSM command $command_id; a host still booting takes the bundle itself)"
@@ -111,7 +112,8 @@ export SAM_CLI_TELEMETRY=0
 sam build
 sam deploy --stack-name "$app_stack" --region "$AWS_REGION" --no-confirm-changeset \
   --no-fail-on-empty-changeset --capabilities CAPABILITY_IAM --resolve-s3 \
-  --parameter-overrides "RepositoryName=$repository" "BackendTagKey=$tag_key" "BackendTagValue=$tag_value"
+  --parameter-overrides "RepositoryName=$repository" "BackendTagKey=$tag_key" "BackendTagValue=$tag_value" \
+  "FrontendRepositoryName=$frontend_repository" "FrontendTagValue=$frontend_tag"
 
 say "4/4 done"
 cat <<EOF
@@ -121,4 +123,5 @@ GitHub, once (Settings > Secrets and variables > Actions > Variables), or with g
   gh variable set AWS_ROLE_ARN   --repo $GITHUB_REPO --body $role_arn
   gh variable set AWS_REGION     --repo $GITHUB_REPO --body $AWS_REGION
   gh variable set ECR_REPOSITORY --repo $GITHUB_REPO --body $repository
+  gh variable set ECR_FRONTEND_REPOSITORY --repo $GITHUB_REPO --body $frontend_repository
 EOF

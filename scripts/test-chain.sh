@@ -3,8 +3,10 @@
 # (make image) pushed to a local registry and into moto's ECR, the ECR push event from its real
 # digest, the deploy Lambda (cargo lambda watch + invoke) against moto's ECR and SSM, the SSM
 # document's own script from template.yaml run on two local back-end "hosts" (latchkey-deploy,
-# nginx, Docker) behind nginx with frontend/nginx.conf, under load. What moto cannot emulate (the
-# SSM agent) is played by tests/chain/chain.py; its docstring says how.
+# nginx, Docker) behind nginx with frontend/nginx.conf, under load; then a front-end image
+# (make frontend-image) through the same chain to the front-end "host" (latchkey-frontend-deploy),
+# under load. What moto cannot emulate (the SSM agent) is played by tests/chain/chain.py; its
+# docstring says how.
 #
 # Needs a Docker engine and root (each host's script runs in a mount namespace of its own).
 # Installs what is missing: Debian packages with apt-get, the Python tools at the versions of

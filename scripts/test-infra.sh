@@ -47,7 +47,8 @@ echo "==> checkov infra/ (offline)"
 "$infra_scan/bin/checkov" -d infra --framework cloudformation --quiet --compact --skip-download
 echo "==> shellcheck infra/host"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck infra/host/*.sh scripts/deploy-aws.sh scripts/test-infra.sh
+  shellcheck infra/host/*.sh scripts/deploy-aws.sh scripts/test-infra.sh \
+    frontend/deploy/latchkey-frontend-deploy frontend/build-image.sh
 else
   echo "shellcheck is not installed: skipping (apt-get install shellcheck)"
 fi

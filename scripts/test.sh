@@ -8,7 +8,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> shellcheck"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh .ci/run api-container/build-image.sh api-container/deploy/latchkey-deploy api-container/deploy/install.sh infra/host/*.sh
+  shellcheck scripts/*.sh .ci/run api-container/build-image.sh api-container/deploy/latchkey-deploy api-container/deploy/install.sh infra/host/*.sh \
+    frontend/build-image.sh frontend/deploy/latchkey-frontend-deploy
 else
   echo "shellcheck is not installed: skipping the shell lint (apt-get install shellcheck)"
 fi

@@ -4,6 +4,8 @@
 # script. It changes nothing it has already done and never overwrites your settings.
 #
 #   sudo api-container/deploy/install.sh
+#   sudo api-container/deploy/install.sh --packages-only   steps 1 and 2 only (the front-end host:
+#                                                          Docker, nginx, the AWS CLI)
 #
 # What it does:
 #   1. installs Docker, nginx, curl, flock, pgrep and the AWS CLI when missing (apt-get on
@@ -23,6 +25,12 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
 [ "$(id -u)" -eq 0 ] || die "run it as root (sudo $0)"
+packages_only=false
+case ${1:-} in
+"") ;;
+--packages-only) packages_only=true ;;
+*) die "usage: install.sh [--packages-only]" ;;
+esac
 
 # 1. Packages.
 need=()
@@ -110,6 +118,10 @@ if command -v systemctl >/dev/null 2>&1; then
   systemctl enable --now docker >/dev/null
 fi
 docker info >/dev/null 2>&1 || die "Docker does not answer (docker info failed)"
+if $packages_only; then
+  say "packages ready (--packages-only: no deploy script, settings or nginx site)"
+  exit 0
+fi
 
 # 3. The script.
 install -m 0755 "$here/latchkey-deploy" /usr/local/sbin/latchkey-deploy

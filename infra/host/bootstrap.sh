@@ -4,7 +4,9 @@
 # data runs this at first boot, and scripts/deploy-aws.sh runs it again through SSM to update a
 # host (for the front-end: the site and its nginx settings). Safe to run any number of times.
 #
-#   bootstrap.sh frontend --backends 10.0.2.10:8080[,10.0.3.10:8080]
+#   bootstrap.sh frontend --backends 10.0.2.10:8080[,10.0.3.10:8080] --region R \
+#       --repository NAME --registry ACCOUNT.dkr.ecr.R.amazonaws.com
+#   bootstrap.sh frontend --saved     the arguments of the last run again (cron, deploy-aws.sh)
 #   bootstrap.sh backend --region R --issuer https://dxxxx.cloudfront.net \
 #       --trusted-proxies 127.0.0.1/32,10.0.0.0/16 --db-host H --db-port 5432 \
 #       --db-secret ARN --key-secret ARN --repository NAME --registry ACCOUNT.dkr.ecr.R.amazonaws.com
@@ -21,6 +23,16 @@ die() { echo "bootstrap.sh: error: $*" >&2; exit 1; }
 [ $# -ge 1 ] || die "usage: bootstrap.sh frontend|backend --option value ..."
 role=$1
 shift
+
+# The front-end's arguments are kept, so that the daily refresh and scripts/deploy-aws.sh run it
+# again as the stack's user data did, without knowing them.
+saved_args=/etc/latchkey/$role.bootstrap-args
+if [ "${1:-}" = --saved ]; then
+  [ -f "$saved_args" ] || die "no $saved_args: run it once with the arguments"
+  mapfile -t args <"$saved_args"
+  set -- "${args[@]}"
+fi
+given=("$@")
 
 backends="" region="" issuer="" trusted="" db_host="" db_port=5432 db_secret="" key_secret=""
 repository="" registry=""
@@ -66,14 +78,27 @@ install_packages() { # command:package-on-apt:package-on-dnf ...
 # ---------------------------------------------------------------------------------------------
 frontend() {
   [[ $backends =~ ^[0-9.]+:[0-9]+(,[0-9.]+:[0-9]+)*$ ]] || die "frontend needs --backends ADDRESS:PORT[,ADDRESS:PORT]"
-  install_packages nginx:nginx:nginx curl:curl:curl-minimal python3:python3:python3
+  local missing=() name
+  for name in region repository registry; do
+    [ -n "${!name}" ] || missing+=("--$name")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "frontend needs ${missing[*]}"
+  [[ $repository =~ ^[a-z0-9]+([._/-][a-z0-9]+)*$ ]] || die "--repository $repository is not a repository name"
+  [[ $registry =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$ ]] || die "--registry $registry is not a registry host"
+  # Docker (to pull the front-end image), nginx, curl, flock, pgrep and the AWS CLI (the ECR
+  # login), as the back-end's install.sh installs them on every supported distribution.
+  "$bundle/api-container/deploy/install.sh" --packages-only
+  install_packages python3:python3:python3
+  install -d -m 0755 /etc/latchkey
+  printf '%s\n' "${given[@]}" >"$saved_args"
 
-  say "the site: $bundle/frontend/public -> /srv/latchkey"
-  rm -rf /srv/latchkey.new
-  cp -r "$bundle/frontend/public" /srv/latchkey.new
-  rm -rf /srv/latchkey.old
-  if [ -d /srv/latchkey ]; then mv /srv/latchkey /srv/latchkey.old; fi
-  mv /srv/latchkey.new /srv/latchkey
+  # The script that swaps the site (the front-end SSM document runs it on every front-end push).
+  install -m 0755 "$bundle/frontend/deploy/latchkey-frontend-deploy" /usr/local/sbin/latchkey-frontend-deploy
+  cat >/etc/latchkey/frontend.conf <<CONF
+# Written by infra/host/bootstrap.sh (latchkey-frontend-deploy's settings).
+BACKENDS=$backends
+LISTEN=80
+CONF
 
   # nginx's main file with nothing but the http context's basics: the distributions' own files
   # carry a default server on port 80 that would shadow the site.
@@ -96,18 +121,6 @@ NGINX
   if ! id nginx >/dev/null 2>&1; then sed -i 's/^user nginx;/user www-data;/' /etc/nginx/nginx.conf; fi
   rm -f /etc/nginx/sites-enabled/default /etc/nginx/conf.d/default.conf
   mkdir -p /etc/nginx/conf.d
-
-  # The upstream line of frontend/nginx.conf takes one `host:port`; several back-ends become
-  # several `server` lines of the same upstream (nginx spreads requests round-robin).
-  local upstream
-  upstream=${backends//,/; server }
-  python3 - "$bundle/frontend/nginx.conf" "$upstream" >/etc/nginx/conf.d/latchkey.conf <<'PY'
-import sys
-text = open(sys.argv[1]).read()
-for name, value in (("LATCHKEY_BACKEND", sys.argv[2]), ("LATCHKEY_LISTEN", "80"), ("LATCHKEY_ROOT", "/srv/latchkey")):
-    text = text.replace("${" + name + "}", value)
-sys.stdout.write(text)
-PY
 
   # The client's address behind CloudFront: believe X-Forwarded-For only from CloudFront's
   # origin-facing addresses (AWS publishes them), so that nginx's rate limit and the
@@ -134,9 +147,23 @@ PY
   nginx -t
   systemctl enable nginx >/dev/null 2>&1 || true
   if systemctl is-active --quiet nginx; then systemctl reload nginx; else systemctl start nginx; fi
+
+  # The site: the newest front-end image, if the pipeline pushed one already (later pushes arrive
+  # through EventBridge -> deploy Lambda -> SSM), else the bundle's copy of frontend/.
+  local digest
+  digest=$(aws ecr describe-images --repository-name "$repository" \
+    --query 'sort_by(imageDetails, &imagePushedAt)[-1].imageDigest' --output text 2>/dev/null || true)
+  if [[ $digest == sha256:* ]]; then
+    say "serving the newest front-end image, $registry/$repository@$digest"
+    /usr/local/sbin/latchkey-frontend-deploy deploy "$registry/$repository@$digest"
+  else
+    say "no image in $repository yet: serving the bundle's site until the first push"
+    /usr/local/sbin/latchkey-frontend-deploy site "$bundle/frontend"
+  fi
+
   # CloudFront's ranges change now and then: refresh them daily (this script, same arguments).
   cat >/etc/cron.d/latchkey-frontend 2>/dev/null <<CRON || true
-17 4 * * * root $bundle/infra/host/bootstrap.sh frontend --backends $backends >>/var/log/latchkey-bootstrap.log 2>&1
+17 4 * * * root $bundle/infra/host/bootstrap.sh frontend --saved >>/var/log/latchkey-bootstrap.log 2>&1
 CRON
   say "front-end ready: the site on :80, /api proxied to $backends"
 }

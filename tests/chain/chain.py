@@ -20,8 +20,11 @@ Each class is one link as it exists on AWS, played here by the real program wher
   script runs in a private mount namespace where /usr/local/sbin holds the repository's
   api-container/deploy/latchkey-deploy, so the document's own command line runs unchanged. All
   hosts share this machine's one Docker engine (an image pulled by one is on the other).
-- Frontend: nginx with the real frontend/nginx.conf, rendered as infra/host/bootstrap.sh renders
-  it (one `server` line per back-end), in front of the hosts.
+- Frontend: the front-end host. nginx with its main file only; the site (the real
+  frontend/nginx.conf, one `server` line per back-end, and frontend/public) is put in place by
+  frontend/deploy/latchkey-frontend-deploy, from the repository's folder at start (as
+  infra/host/bootstrap.sh does before the first push) and from front-end images after, which the
+  front-end SSM document's own script deploys (in the same kind of mount namespace).
 - DeployLambda: the deploy function through the Lambda runtime API (`cargo lambda watch` and
   `cargo lambda invoke`), with template.yaml's environment for the function and the invocation
   deadline its Timeout gives (RuntimeApiDeadline: cargo lambda's own is long past).
@@ -54,6 +57,10 @@ REPOSITORY = "latchkey-api"
 TAG_KEY = "latchkey-role"
 TAG_VALUE = "api"
 DOCUMENT = "latchkey-deploy"
+# The front-end route: its own repository, document and tag value (infra/environment.yaml's).
+FRONTEND_REPOSITORY = "latchkey-frontend"
+FRONTEND_TAG_VALUE = "web"
+FRONTEND_DOCUMENT = "latchkey-frontend-deploy"
 # SSM keeps the first 24,000 characters of standard output and 8,000 of standard error.
 STDOUT_LIMIT = 24000
 STDERR_LIMIT = 8000
@@ -203,13 +210,40 @@ def build_images(work: Path, local: str) -> None:
     )
 
 
-def push(local: str, tag: str, registry: Registry) -> str:
-    """docker push local:tag to the registry as latchkey-api:tag; returns the digest. The
-    local copies are removed: the hosts must pull."""
-    remote = f"{registry.host}/{REPOSITORY}:{tag}"
+def build_frontend_images(work: Path, local: str) -> None:
+    """local:v1 and local:v2 (frontend/ with a version marker in index.html), local:broken (no
+    index.html: a build that lost its page), with frontend/build-image.sh, FROM scratch."""
+    for version in ("v1", "v2", "broken"):
+        site = work / f"frontend-{version}"
+        shutil.copytree(ROOT / "frontend", site, ignore=shutil.ignore_patterns("deploy"))
+        index = site / "public" / "index.html"
+        if version == "broken":
+            index.unlink()
+        else:
+            index.write_text(frontend_marked(index.read_text(), version))
+        env = dict(os.environ, IMAGE=f"{local}:{version}", VERSION=version, SITE=str(site))
+        run(str(ROOT / "frontend" / "build-image.sh"), env=env)
+
+
+def frontend_marked(index_html: str, version: str) -> str:
+    marker = f'<meta name="latchkey-chain-version" content="{version}">'
+    assert "<head>" in index_html
+    return index_html.replace("<head>", f"<head>\n{marker}", 1)
+
+
+def frontend_version(index_html: str) -> str | None:
+    """The marker frontend_marked put in; None for the repository's own page."""
+    found = re.search(r'<meta name="latchkey-chain-version" content="([^"]+)">', index_html)
+    return found.group(1) if found else None
+
+
+def push(local: str, tag: str, registry: Registry, repository: str = REPOSITORY) -> str:
+    """docker push local:tag to the registry as repository:tag; returns the digest. The local
+    copies are removed: the hosts must pull."""
+    remote = f"{registry.host}/{repository}:{tag}"
     run("docker", "tag", f"{local}:{tag}", remote)
     run("docker", "push", "--quiet", remote)
-    _, _, digest = registry.manifest(REPOSITORY, tag)
+    _, _, digest = registry.manifest(repository, tag)
     run("docker", "image", "rm", remote, f"{local}:{tag}")
     return digest
 
@@ -245,32 +279,34 @@ class Moto:
         )
         return session.client(service, endpoint_url=self.endpoint)
 
-    def push_to_ecr(self, registry: Registry, tag: str, digest: str) -> dict:
+    def push_to_ecr(
+        self, registry: Registry, tag: str, digest: str, repository: str = REPOSITORY
+    ) -> dict:
         """What `docker push` does against ECR: every blob through the layer-upload API, then
         PutImage with the manifest, under the registry's own digest."""
         ecr = self.client("ecr")
-        manifest, media_type, served = registry.manifest(REPOSITORY, digest)
+        manifest, media_type, served = registry.manifest(repository, digest)
         assert served == digest
         assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest, "the manifest's digest"
         parsed = json.loads(manifest)
         for blob in [parsed["config"], *parsed["layers"]]:
-            data = registry.blob(REPOSITORY, blob["digest"])
+            data = registry.blob(repository, blob["digest"])
             available = ecr.batch_check_layer_availability(
-                repositoryName=REPOSITORY, layerDigests=[blob["digest"]]
+                repositoryName=repository, layerDigests=[blob["digest"]]
             )["layers"]
             if available and available[0].get("layerAvailability") == "AVAILABLE":
                 continue
-            upload = ecr.initiate_layer_upload(repositoryName=REPOSITORY)["uploadId"]
+            upload = ecr.initiate_layer_upload(repositoryName=repository)["uploadId"]
             ecr.upload_layer_part(
-                repositoryName=REPOSITORY, uploadId=upload, partFirstByte=0,
+                repositoryName=repository, uploadId=upload, partFirstByte=0,
                 partLastByte=len(data) - 1, layerPartBlob=data,
             )
             done = ecr.complete_layer_upload(
-                repositoryName=REPOSITORY, uploadId=upload, layerDigests=[blob["digest"]]
+                repositoryName=repository, uploadId=upload, layerDigests=[blob["digest"]]
             )
             assert done["layerDigest"] == blob["digest"], (done, blob)
         return ecr.put_image(
-            repositoryName=REPOSITORY, imageManifest=manifest.decode(),
+            repositoryName=repository, imageManifest=manifest.decode(),
             imageManifestMediaType=media_type, imageTag=tag, imageDigest=digest,
         )["image"]
 
@@ -279,7 +315,51 @@ class Moto:
 # Hosts and the SSM agent
 
 
-class Host:
+class SsmHost:
+    """What every host of this test has for the SSM agent: a folder, its own /usr/local/sbin
+    (self.sbin), its environment (env()) and the record of the scripts it ran (self.runs)."""
+
+    name: str
+    folder: Path
+    sbin: Path
+    runs: list[dict]
+
+    def env(self) -> dict:
+        raise NotImplementedError
+
+    def run_ssm_script(self, command_id: str, script: str, timeout: int) -> tuple[int, str, str, bool]:
+        """Runs a runShellScript step as the agent does: the lines in a file of the command's
+        own folder, run by sh. /usr/local/sbin is this host's, in a mount namespace of its own."""
+        folder = self.folder / "ssm" / command_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "_script.sh"
+        path.write_text(script + "\n")
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [
+                    "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" /usr/local/sbin && exec sh "$2"', "sh",
+                    str(self.sbin), str(path),
+                ],
+                cwd=folder, env=self.env(), capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )
+            code, out, err, timed_out = done.returncode, done.stdout, done.stderr, False
+        except subprocess.TimeoutExpired as expired:
+            code, timed_out = -1, True
+            out = (expired.stdout or b"").decode(errors="replace")
+            err = (expired.stderr or b"").decode(errors="replace")
+        self.runs.append(
+            {
+                "command_id": command_id, "code": code, "stdout": out, "stderr": err,
+                "started": started, "ended": time.monotonic(),
+            }
+        )
+        return code, out, err, timed_out
+
+
+class Host(SsmHost):
     """One back-end host: nginx on `listen` in front of the blue/green slots, latchkey-deploy
     with its own settings, on this machine's Docker engine."""
 
@@ -346,37 +426,6 @@ http {{
         run("nginx", "-e", f"{n}/error.log", "-c", f"{n}/nginx.conf")
         wait_for(f"{self.name}'s nginx", 10, lambda: port_answers(self.listen))
 
-    def run_ssm_script(self, command_id: str, script: str, timeout: int) -> tuple[int, str, str, bool]:
-        """Runs a runShellScript step as the agent does: the lines in a file of the command's
-        own folder, run by sh. /usr/local/sbin is this host's, in a mount namespace of its own."""
-        folder = self.folder / "ssm" / command_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "_script.sh"
-        path.write_text(script + "\n")
-        started = time.monotonic()
-        try:
-            done = subprocess.run(
-                [
-                    "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    'mount --bind "$1" /usr/local/sbin && exec sh "$2"', "sh",
-                    str(self.sbin), str(path),
-                ],
-                cwd=folder, env=self.env(), capture_output=True, text=True,
-                timeout=timeout, check=False,
-            )
-            code, out, err, timed_out = done.returncode, done.stdout, done.stderr, False
-        except subprocess.TimeoutExpired as expired:
-            code, timed_out = -1, True
-            out = (expired.stdout or b"").decode(errors="replace")
-            err = (expired.stderr or b"").decode(errors="replace")
-        self.runs.append(
-            {
-                "command_id": command_id, "code": code, "stdout": out, "stderr": err,
-                "started": started, "ended": time.monotonic(),
-            }
-        )
-        return code, out, err, timed_out
-
     def serving(self) -> list[tuple[str, str, str]]:
         """(container, image reference, version label) of each running container of this host."""
         ids = run("docker", "ps", "-q", "--filter", f"name=^{self.container}-").split()
@@ -422,7 +471,7 @@ class SsmAgent:
     """The part of SSM that moto lacks: delivery to the instances and the agent that runs the
     document there (see the module's docstring)."""
 
-    def __init__(self, moto: Moto, hosts: dict[str, Host]):
+    def __init__(self, moto: Moto, hosts: dict[str, SsmHost]):
         self.moto = moto
         self.hosts = hosts  # instance id -> host
         self.threads: list[threading.Thread] = []
@@ -510,7 +559,7 @@ class SsmAgent:
                 continue
             host = self.hosts.get(invocation["InstanceId"])
             if host is None:
-                self.problems.append(f"the command reached {invocation['InstanceId']}, which is no back-end")
+                self.problems.append(f"the command reached {invocation['InstanceId']}, which is no host of this test")
                 invocation.update(Status="Failed", StatusDetails="Undeliverable")
                 errors += 1
                 continue
@@ -541,50 +590,89 @@ class SsmAgent:
 # The front-end and the Lambda
 
 
-class Frontend:
-    """nginx with frontend/nginx.conf, one `server` line per back-end (as bootstrap.sh does)."""
+class Frontend(SsmHost):
+    """The front-end host: nginx with nothing but its main file, and the site (frontend/nginx.conf
+    and frontend/public) put in place by frontend/deploy/latchkey-frontend-deploy, first from the
+    repository's frontend/ folder (`site`, as infra/host/bootstrap.sh does before the first image
+    push), then from front-end images through the front-end SSM document. One `server` line per
+    back-end, as on AWS."""
 
     def __init__(self, folder: Path, backends: list[str]):
+        self.name = "frontend"
         self.folder = folder
-        (self.port,) = free_ports(1)
+        self.port, self.check_port = free_ports(2)
         self.backends = backends
+        self.runs: list[dict] = []
+        self.sbin = folder / "usr-local-sbin"
+        self.conf = folder / "frontend.conf"
+        self.nginx = folder / "nginx"
+
+    def env(self) -> dict:
+        return dict(os.environ, LATCHKEY_FRONTEND_CONF=str(self.conf))
 
     def start(self) -> None:
-        f = self.folder
-        (f / "tmp").mkdir(parents=True, exist_ok=True)
-        text = (ROOT / "frontend" / "nginx.conf").read_text()
-        values = {
-            # bootstrap.sh: upstream=${backends//,/; server }
-            "LATCHKEY_BACKEND": "; server ".join(self.backends),
-            "LATCHKEY_LISTEN": f"127.0.0.1:{self.port}",
-            "LATCHKEY_ROOT": str(ROOT / "frontend" / "public"),
-        }
-        for name, value in values.items():
-            text = text.replace("${" + name + "}", value)
-        assert "${LATCHKEY_" not in text
-        (f / "latchkey.conf").write_text(text)
-        (f / "nginx.conf").write_text(
-            f"""worker_processes 1;
-pid {f}/nginx.pid;
-error_log {f}/error.log notice;
+        n = self.nginx
+        for sub in ("tmp", "conf.d"):
+            (n / sub).mkdir(parents=True, exist_ok=True)
+        (self.folder / "ssm").mkdir(exist_ok=True)
+        self.sbin.mkdir(exist_ok=True)
+        os.symlink(
+            ROOT / "frontend" / "deploy" / "latchkey-frontend-deploy",
+            self.sbin / "latchkey-frontend-deploy",
+        )
+        # As /etc/latchkey/frontend.conf (bootstrap.sh writes BACKENDS and LISTEN), with this
+        # run's folders and ports.
+        self.conf.write_text(
+            f"""BACKENDS={",".join(self.backends)}
+LISTEN=127.0.0.1:{self.port}
+CHECK_PORT={self.check_port}
+CHECK_TIMEOUT=10
+STATE_DIR={self.folder}/state
+LOCK_WAIT=120
+NGINX_CONF={n}/nginx.conf
+NGINX_SITE_FILE={n}/conf.d/latchkey.conf
+NGINX_PID_FILE={n}/nginx.pid
+"""
+        )
+        (n / "nginx.conf").write_text(
+            f"""# The host's /etc/nginx/nginx.conf (bootstrap.sh's), reduced to what this test needs.
+worker_processes 1;
+pid {n}/nginx.pid;
+error_log {n}/error.log notice;
 events {{ worker_connections 1024; }}
 http {{
     include /etc/nginx/mime.types;
+    default_type application/octet-stream;
     access_log off;
-    client_body_temp_path {f}/tmp/body;
-    proxy_temp_path {f}/tmp/proxy;
-    fastcgi_temp_path {f}/tmp/fastcgi;
-    uwsgi_temp_path {f}/tmp/uwsgi;
-    scgi_temp_path {f}/tmp/scgi;
-    include {f}/latchkey.conf;
+    client_body_temp_path {n}/tmp/body;
+    proxy_temp_path {n}/tmp/proxy;
+    fastcgi_temp_path {n}/tmp/fastcgi;
+    uwsgi_temp_path {n}/tmp/uwsgi;
+    scgi_temp_path {n}/tmp/scgi;
+    include {n}/conf.d/*.conf;
 }}
 """
         )
-        run("nginx", "-e", f"{f}/error.log", "-c", f"{f}/nginx.conf")
+        run("nginx", "-e", f"{n}/error.log", "-c", f"{n}/nginx.conf")
+        out = run(
+            str(self.sbin / "latchkey-frontend-deploy"), "site", str(ROOT / "frontend"),
+            env=self.env(),
+        )
+        assert "serves on" in out, out
         wait_for("the front-end's nginx", 10, lambda: port_answers(self.port))
 
+    def index(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=10) as reply:  # noqa: S310
+            return reply.read().decode()
+
+    def status(self) -> dict:
+        out = run(str(self.sbin / "latchkey-frontend-deploy"), "status", env=self.env())
+        return dict(
+            (line.split(":", 1)[0], line.split(":", 1)[1].strip()) for line in out.splitlines()
+        )
+
     def stop(self) -> None:
-        stop_nginx(self.folder / "nginx.pid")
+        stop_nginx(self.nginx / "nginx.pid")
 
 
 class RuntimeApiDeadline:
@@ -686,6 +774,9 @@ class DeployLambda:
             "DEPLOY_TARGET_TAG_KEY": TAG_KEY,
             "DEPLOY_TARGET_TAG_VALUE": TAG_VALUE,
             "DEPLOY_DOCUMENT": DOCUMENT,
+            "DEPLOY_FRONTEND_REPOSITORY": FRONTEND_REPOSITORY,
+            "DEPLOY_FRONTEND_DOCUMENT": FRONTEND_DOCUMENT,
+            "DEPLOY_FRONTEND_TARGET_TAG_VALUE": FRONTEND_TAG_VALUE,
             # Bounded for a test: a stuck chain fails in minutes, not in 885 s.
             "DEPLOY_WAIT_TIMEOUT_SECS": "240",
             "AWS_ENDPOINT_URL": moto.endpoint,
@@ -786,22 +877,23 @@ class DeployLambda:
             self.runtime_api.stop()
 
 
-def push_event(tag: str, digest: str) -> dict:
-    """events/ecr-push.json with this push's tag and real digest."""
+def push_event(tag: str, digest: str, repository: str = REPOSITORY) -> dict:
+    """events/ecr-push.json with this push's repository, tag and real digest."""
     event = json.loads((ROOT / "events" / "ecr-push.json").read_text())
     event["id"] = base64.b16encode(os.urandom(16)).decode().lower()
     event["time"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event["detail"].update({"repository-name": REPOSITORY, "image-tag": tag, "image-digest": digest})
+    event["detail"].update({"repository-name": repository, "image-tag": tag, "image-digest": digest})
     return event
 
 
 class Load:
     """tests/deploy/load.py through the front-end's nginx."""
 
-    def __init__(self, folder: Path, port: int, label: str):
+    def __init__(self, folder: Path, port: int, label: str, pages: bool = False):
         self.folder = folder
         self.port = port
         self.label = label
+        self.pages = pages
         self.stop_file = folder / f"load-{label}.stop"
         self.ready_file = folder / f"load-{label}.ready"
         self.out = folder / f"load-{label}.json"
@@ -814,7 +906,7 @@ class Load:
                 "python3", str(ROOT / "tests" / "deploy" / "load.py"), "--port", str(self.port),
                 "--rate", "40", "--workers", "4", "--max-seconds", "300",
                 "--stop-file", str(self.stop_file), "--ready-file", str(self.ready_file),
-                "--out", str(self.out),
+                "--out", str(self.out), *(["--pages"] if self.pages else []),
             ],
             stdout=log, stderr=log,
         )

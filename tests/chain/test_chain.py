@@ -5,6 +5,13 @@
     -> DescribeImages and SendCommand on moto -> the document's own script (template.yaml)
     -> latchkey-deploy on two local "hosts" -> nginx with frontend/nginx.conf in front of both
 
+and the front-end's own route through the same chain (issue 15, item 3):
+
+    front-end image (make frontend-image: the site and its nginx settings, FROM scratch)
+    -> local registry and moto's ECR (its own repository) -> the event -> the deploy Lambda
+    -> SendCommand of the front-end document to the front-end tag -> its own script
+    (latchkey-frontend-deploy) on the local front-end "host" -> the new site served, under load
+
 Real here: the image, the registry, Docker, the hosts' nginx and deploy script, the front-end's
 nginx configuration, the Lambda's binary through the Lambda runtime API, moto's ECR (digest
 check) and SSM (the command as sent: document, parameters, targets resolved from EC2 tags, rate
@@ -58,6 +65,7 @@ def world(request):
     stops = []
     try:
         chain.build_images(work, local)
+        chain.build_frontend_images(work, f"{local}-frontend")
 
         # The database every host uses, as RDS: TLS verified against its CA.
         pg = work / "pg"
@@ -84,6 +92,10 @@ def world(request):
         w.registry.start()
         stops.append(w.registry.stop)
         w.digests = {tag: chain.push(local, tag, w.registry) for tag in ("v1", "v2", "never-ready")}
+        w.frontend_digests = {
+            tag: chain.push(f"{local}-frontend", tag, w.registry, chain.FRONTEND_REPOSITORY)
+            for tag in ("v1", "v2", "broken")
+        }
         stops.append(lambda: remove_images(w))
 
         w.moto = chain.Moto()
@@ -102,16 +114,21 @@ def world(request):
             return sorted(i["InstanceId"] for i in reply["Instances"])
 
         backend_ids = instances(2, chain.TAG_VALUE)
-        w.frontend_instance = instances(1, "frontend")[0]
-        w.moto.client("ecr").create_repository(
-            repositoryName=chain.REPOSITORY, imageTagMutability="IMMUTABLE"
-        )
-        w.moto.client("ssm").create_document(
-            Name=chain.DOCUMENT,
-            Content=json.dumps(moto_server.document_content()),
-            DocumentType="Command",
-            DocumentFormat="JSON",
-        )
+        w.frontend_instance = instances(1, chain.FRONTEND_TAG_VALUE)[0]
+        for repository in (chain.REPOSITORY, chain.FRONTEND_REPOSITORY):
+            w.moto.client("ecr").create_repository(
+                repositoryName=repository, imageTagMutability="IMMUTABLE"
+            )
+        for name, resource in (
+            (chain.DOCUMENT, "DeployDocument"),
+            (chain.FRONTEND_DOCUMENT, "FrontendDeployDocument"),
+        ):
+            w.moto.client("ssm").create_document(
+                Name=name,
+                Content=json.dumps(moto_server.document_content(resource)),
+                DocumentType="Command",
+                DocumentFormat="JSON",
+            )
 
         w.hosts = []
         for name, instance in zip(("host-a", "host-b"), backend_ids):
@@ -120,12 +137,13 @@ def world(request):
             stops.append(host.stop)
             host.setup()
             w.hosts.append(host)
-        w.agent = chain.SsmAgent(w.moto, {h.instance: h for h in w.hosts})
-        w.agent.install()
-
         w.frontend = chain.Frontend(work / "frontend", [f"127.0.0.1:{h.listen}" for h in w.hosts])
-        w.frontend.start()
         stops.append(w.frontend.stop)
+        w.frontend.start()
+        w.agent = chain.SsmAgent(
+            w.moto, {w.frontend_instance: w.frontend, **{h.instance: h for h in w.hosts}}
+        )
+        w.agent.install()
 
         w.deploy = chain.DeployLambda(work / "lambda", w.moto, w.registry)
         w.deploy.start()
@@ -149,11 +167,13 @@ def world(request):
 
 
 def remove_images(w):
-    for digest in w.digests.values():
-        chain.subprocess.run(
-            ["docker", "image", "rm", f"{w.registry.host}/{chain.REPOSITORY}@{digest}"],
-            capture_output=True, check=False,
-        )
+    images = [f"{w.registry.host}/{chain.REPOSITORY}@{d}" for d in w.digests.values()]
+    images += [
+        f"{w.registry.host}/{chain.FRONTEND_REPOSITORY}@{d}"
+        for d in getattr(w, "frontend_digests", {}).values()
+    ]
+    for image in images:
+        chain.subprocess.run(["docker", "image", "rm", image], capture_output=True, check=False)
 
 
 def image_ref(w, tag):
@@ -179,7 +199,7 @@ def assert_the_rule_matches(event):
     detail = pattern["detail"]
     assert event["detail"]["action-type"] in detail["action-type"]
     assert event["detail"]["result"] in detail["result"]
-    assert detail["repository-name"] == [{"Ref": "RepositoryName"}]
+    assert detail["repository-name"] == [{"Ref": "RepositoryName"}, {"Ref": "FrontendRepositoryName"}]
     assert detail["image-tag"] == [{"wildcard": {"Ref": "ImageTagPattern"}}]
     # The template's default ImageTagPattern, the one the Lambda gets here too.
     default = chain.template()["Parameters"]["ImageTagPattern"]["Default"]
@@ -204,13 +224,13 @@ def expect_serving(w, tag, containers=None):
     assert "me" in out or out, out
 
 
-def check_load(summary):
+def check_load(summary, minimum=200):
     print(
         f"load: {summary['requests']} requests in {summary['seconds']} s, {summary['failures']} failed, "
         f"{summary['stale_keepalive_retries']} keep-alive retries; {summary['by_outcome']}"
     )
     assert summary["failures"] == 0, summary["first_failures"]
-    assert summary["requests"] >= 200, summary
+    assert summary["requests"] >= minimum, summary
 
 
 def test_the_pushed_image_is_the_one_ecr_and_the_registry_hold(world):
@@ -322,3 +342,113 @@ def test_a_push_that_never_gets_ready_is_rolled_back_and_stops_the_roll(world):
     # Rolled back on the first host, untouched on the second: the same v2 containers serve.
     check_load(summary)
     expect_serving(w, "v2", w.v2_containers)
+
+
+# ---------------------------------------------------------------------------------------------
+# The front-end's route
+
+
+def frontend_ref(w, tag):
+    return f"{w.registry.host}/{chain.FRONTEND_REPOSITORY}@{w.frontend_digests[tag]}"
+
+
+def frontend_push(w, tag):
+    image = w.moto.push_to_ecr(
+        w.registry, tag, w.frontend_digests[tag], chain.FRONTEND_REPOSITORY
+    )
+    assert image["imageId"] == {"imageDigest": w.frontend_digests[tag], "imageTag": tag}
+    event = chain.push_event(tag, w.frontend_digests[tag], chain.FRONTEND_REPOSITORY)
+    assert_the_rule_matches(event)
+    return event
+
+
+def frontend_deploy_under_load(w, tag):
+    """Pushes the front-end image `tag` and invokes the Lambda with its event, under load on the
+    front-end (the site's page and stylesheet, and the API through it)."""
+    event = frontend_push(w, tag)
+    backend_runs = [len(h.runs) for h in w.hosts]
+    load = chain.Load(w.work, w.frontend.port, f"frontend-{tag}", pages=True)
+    load.start()
+    try:
+        done = w.deploy.invoke(event, f"frontend-{tag}")
+        summary = load.finish()
+    finally:
+        load.kill()
+    # The front-end route never reaches the back-end hosts.
+    assert [len(h.runs) for h in w.hosts] == backend_runs
+    return done, summary
+
+
+def test_the_site_served_before_any_front_end_push_is_the_repository_s(world):
+    w = world
+    index = w.frontend.index()
+    assert index == (chain.ROOT / "frontend" / "public" / "index.html").read_text()
+    assert chain.frontend_version(index) is None
+    assert w.frontend.status()["serving"].endswith(f"({chain.ROOT / 'frontend'})")
+
+
+def test_a_front_end_push_swaps_the_site_on_the_front_end_host_without_a_failed_request(world):
+    w = world
+    done, summary = frontend_deploy_under_load(w, "v1")
+    assert done.returncode == 0, (done.stdout, done.stderr, w.deploy.log()[-4000:])
+    reply = json.loads(done.stdout)
+    assert reply["image"] == frontend_ref(w, "v1")
+    assert reply["instances"] == [{"id": w.frontend_instance, "status": "Success"}]
+
+    # What the Lambda sent, as SSM recorded it: the front-end document, to the front-end tag.
+    command = last_command(w)
+    assert command["CommandId"] == reply["command_id"]
+    assert command["DocumentName"] == chain.FRONTEND_DOCUMENT
+    assert command["Parameters"] == {"image": [frontend_ref(w, "v1")]}
+    assert command["Targets"] == [
+        {"Key": f"tag:{chain.TAG_KEY}", "Values": [chain.FRONTEND_TAG_VALUE]}
+    ]
+    assert command["InstanceIds"] == [w.frontend_instance]
+    assert (command["MaxConcurrency"], command["MaxErrors"]) == ("1", "0")
+    assert not w.agent.problems, w.agent.problems
+    script = w.agent.scripts[command["CommandId"]]
+    assert script == f"exec /usr/local/sbin/latchkey-frontend-deploy deploy '{frontend_ref(w, 'v1')}'"
+    run = w.frontend.runs[-1]
+    assert run["code"] == 0, run
+    assert f"pulling {frontend_ref(w, 'v1')}" in run["stdout"], run["stdout"]
+    assert "(version v1) serves on" in run["stdout"], run["stdout"]
+
+    # The new site serves; the page under load never failed, and the API through it neither.
+    assert chain.frontend_version(w.frontend.index()) == "v1"
+    check_load(summary, minimum=100)
+    assert summary["by_outcome"].get("page 200", 0) > 20, summary["by_outcome"]
+    assert w.frontend.status()["serving"].endswith(f"({frontend_ref(w, 'v1')})")
+
+
+def test_a_front_end_that_does_not_serve_is_refused_and_the_old_site_keeps_serving(world):
+    w = world
+    runs_before = len(w.frontend.runs)
+    done, summary = frontend_deploy_under_load(w, "broken")
+    assert done.returncode != 0, (done.stdout, done.stderr)
+    answer = w.deploy.last_error()
+    # The Lambda's invocation fails with the host's own words.
+    assert answer.startswith("Deploy.Failed: "), answer
+    assert f"{w.frontend_instance} Failed" in answer, answer
+    assert "does not serve: GET / answered 40" in answer, answer
+    assert "The old site" in answer and "keeps serving" in answer, answer
+    assert len(w.frontend.runs) == runs_before + 1
+    command = last_command(w)
+    assert command["DocumentName"] == chain.FRONTEND_DOCUMENT
+    assert command["Status"] == "Failed"
+
+    # v1 still serves, and no request saw the broken one.
+    assert chain.frontend_version(w.frontend.index()) == "v1"
+    check_load(summary, minimum=100)
+    assert w.frontend.status()["serving"].endswith(f"({frontend_ref(w, 'v1')})")
+
+
+def test_the_next_front_end_push_deploys_and_keeps_the_one_before_for_a_rollback(world):
+    w = world
+    done = w.deploy.invoke(frontend_push(w, "v2"), "frontend-v2")
+    assert done.returncode == 0, (done.stdout, done.stderr, w.deploy.log()[-4000:])
+    assert chain.frontend_version(w.frontend.index()) == "v2"
+    status = w.frontend.status()
+    assert status["serving"].endswith(f"({frontend_ref(w, 'v2')})"), status
+    assert status["previous"].endswith(f"({frontend_ref(w, 'v1')})"), status
+    # The API still answers through the front-end, to the back-ends' v2.
+    expect_serving(w, "v2")

@@ -3,8 +3,9 @@
 
 It registers one account, then sends, at a fixed total rate, GET /api/v1/me (a token check that
 reads the session from PostgreSQL), POST /api/v1/auth/login (a password check) and GET
-/.well-known/jwks.json, until --stop-file appears or --max-seconds pass (both bound it, as does
-the request count that the rate implies). Every request must get its expected status.
+/.well-known/jwks.json (with --pages also the site: GET / and /assets/app.css), until
+--stop-file appears or --max-seconds pass (both bound it, as does the request count that the
+rate implies). Every request must get its expected status.
 
 Two kinds of client, because both exist in the wild:
 - most workers open a new connection per request and never retry: any error is a failure;
@@ -89,8 +90,13 @@ def register(port, deadline):
     sys.exit(f"load: could not register an account: {last}")
 
 
-def operation(n, email, token, keep_alive):
-    """The n-th request of a worker: mostly token checks, some logins, some JWKS fetches."""
+def operation(n, email, token, keep_alive, pages=False):
+    """The n-th request of a worker: mostly token checks, some logins, some JWKS fetches; with
+    `pages` (a front-end deploy), two in five are the site's page and a stylesheet instead."""
+    if pages and n % 5 == 1:
+        return "page", "GET", "/", None, {}, 200
+    if pages and n % 5 == 4:
+        return "asset", "GET", "/assets/app.css", None, {}, 200
     if n % 20 == 3 and not keep_alive:
         return "login", "POST", "/api/v1/auth/login", {"email": email, "password": PASSWORD}, {}, 200
     if n % 20 in (7, 17):
@@ -110,7 +116,7 @@ def worker(index, args, email, token, stats, stop, start, interval, keep_alive):
             continue
         next_at += interval
         n += 1
-        op, method, path, body, headers, expected = operation(n, email, token, keep_alive)
+        op, method, path, body, headers, expected = operation(n, email, token, keep_alive, args.pages)
         attempts = 2 if keep_alive and method == "GET" else 1
         for attempt in range(attempts):
             if conn is None:
@@ -159,6 +165,7 @@ def main():
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--ready-file", required=True, help="created once 20 requests have succeeded")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--pages", action="store_true", help="the site's page and a stylesheet too")
     args = parser.parse_args()
 
     began = time.monotonic()

@@ -148,5 +148,6 @@ def stack_two(aws):
     return create_stack(
         aws, "latchkey-env-two", BackendCount="2", PrivateEgress="endpoints",
         VpcCidr="10.42.0.0/16", RepositoryName="latchkey-api-two",
+        FrontendRepositoryName="latchkey-frontend-two",
         CreateGitHubOidcProvider="false",
     )

@@ -152,7 +152,10 @@ def test_hosts_are_set_up_by_their_user_data_with_the_stack_s_values(aws, stack,
     assert stack["outputs"]["DatabaseEndpoint"] in backend
     assert "password" not in backend.lower()
     frontend = user_data(aws, stack, "FrontendInstance")
-    assert "--backends '10.0.2.10:8080'" in frontend
+    assert "infra/host/bootstrap.sh frontend --backends '10.0.2.10:8080'" in frontend
+    # It serves the newest front-end image at boot: its repository and registry.
+    assert "--repository 'latchkey-frontend'" in frontend
+    assert "--registry '123456789012.dkr.ecr.us-east-1.amazonaws.com'" in frontend
     # Two back-ends: the front-end spreads over both, the trusted range follows the VPC.
     assert "--backends '10.42.2.10:8080,10.42.3.10:8080'" in user_data(aws, stack_two, "FrontendInstance")
     assert "--trusted-proxies '127.0.0.1/32,10.42.0.0/16'" in user_data(aws, stack_two, "BackendInstanceB")
@@ -173,9 +176,9 @@ def role_policies(aws, role_name):
     return statements, managed
 
 
-def test_the_back_end_role_may_use_ssm_pull_the_image_and_read_its_secrets_nothing_more(aws, stack):
-    statements, managed = role_policies(aws, physical(stack, "BackendRole"))
-    # ManagedPolicyArns (SSM core only): moto does not attach them (test_template.py checks it).
+def allowed_actions(aws, role_name):
+    """{action: {resources}} of a role's inline policies (all Allow)."""
+    statements, _managed = role_policies(aws, role_name)
     allowed = {}
     for s in statements:
         assert s["Effect"] == "Allow"
@@ -183,9 +186,22 @@ def test_the_back_end_role_may_use_ssm_pull_the_image_and_read_its_secrets_nothi
         resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
         for a in actions:
             allowed.setdefault(a, set()).update(resources)
-    repo = aws("ecr").describe_repositories(repositoryNames=["latchkey-api"])["repositories"][0]["repositoryArn"]
+    return allowed
+
+
+def repository_arn(aws, name):
+    return aws("ecr").describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryArn"]
+
+
+PULL = ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:DescribeImages")
+
+
+def test_the_back_end_role_may_use_ssm_pull_the_image_and_read_its_secrets_nothing_more(aws, stack):
+    # ManagedPolicyArns (SSM core only): moto does not attach them (test_template.py checks it).
+    allowed = allowed_actions(aws, physical(stack, "BackendRole"))
+    repo = repository_arn(aws, "latchkey-api")
     assert allowed.pop("ecr:GetAuthorizationToken") == {"*"}
-    for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:DescribeImages"):
+    for action in PULL:
         assert allowed.pop(action) == {repo}, action
     # moto's CloudFormation skips AWS::SecretsManager::Secret (no physical id to compare): the two
     # secrets and nothing else, by the template's Refs (test_template.py).
@@ -194,10 +210,26 @@ def test_the_back_end_role_may_use_ssm_pull_the_image_and_read_its_secrets_nothi
     assert allowed == {}
 
 
-def test_the_front_end_role_may_use_ssm_and_read_the_bundle_only(aws, stack):
-    statements, managed = role_policies(aws, physical(stack, "FrontendRole"))
+def test_the_front_end_role_may_use_ssm_pull_the_front_end_image_and_read_the_bundle_only(aws, stack):
     # ManagedPolicyArns (SSM core only): moto does not attach them (test_template.py checks it).
-    assert [s["Action"] for s in statements] == ["s3:GetObject"]
+    allowed = allowed_actions(aws, physical(stack, "FrontendRole"))
+    assert allowed.pop("ecr:GetAuthorizationToken") == {"*"}
+    frontend_repo = repository_arn(aws, "latchkey-frontend")
+    for action in PULL:
+        # The front-end image only: never the API's.
+        assert allowed.pop(action) == {frontend_repo}, action
+    assert allowed.pop("s3:GetObject") == {f"arn:aws:s3:::{physical(stack, 'ArtifactsBucket')}/host/*"}
+    assert allowed == {}
+
+
+def test_the_release_role_may_push_to_the_two_repositories_and_nothing_else(aws, stack):
+    allowed = allowed_actions(aws, physical(stack, "ReleaseRole"))
+    assert allowed.pop("ecr:GetAuthorizationToken") == {"*"}
+    repos = {repository_arn(aws, "latchkey-api"), repository_arn(aws, "latchkey-frontend")}
+    for action in ("ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                   "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage", "ecr:DescribeImages"):
+        assert allowed.pop(action) == repos, action
+    assert allowed == {}
 
 
 def test_the_release_role_trusts_both_github_subject_forms_on_master_only(aws, stack):
@@ -221,8 +253,9 @@ def test_the_release_role_trusts_both_github_subject_forms_on_master_only(aws, s
 
 def test_the_ecr_repository_has_immutable_tags_scans_on_push_and_expires_old_images(aws, stack):
     ecr = aws("ecr")
-    repo = ecr.describe_repositories(repositoryNames=["latchkey-api"])["repositories"][0]
-    assert repo["imageTagMutability"] == "IMMUTABLE"
+    for name in ("latchkey-api", "latchkey-frontend"):
+        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        assert repo["imageTagMutability"] == "IMMUTABLE", name
     # Scan on push and the lifecycle policy: moto ignores both from CloudFormation
     # (test_template.py checks them).
 
@@ -238,6 +271,8 @@ def test_the_outputs_feed_template_yaml_and_github(stack):
     out = stack["outputs"]
     assert out["Url"] == f"https://{CDN_DOMAIN}"
     assert out["RepositoryName"] == "latchkey-api"
+    assert out["FrontendRepositoryName"] == "latchkey-frontend"
+    assert out["FrontendRepositoryUri"].endswith("/latchkey-frontend")
     assert out["ReleaseRoleArn"].startswith("arn:aws:iam::")
     for key in ("BackendTagKey", "BackendTagValue", "FrontendTagValue", "ArtifactsBucketName", "VpcCidr"):
         assert out[key]

@@ -90,9 +90,10 @@ def test_the_release_role_trusts_github_s_provider(template):
 
 
 def test_the_repository_scans_on_push_and_the_bucket_is_not_public(template):
-    repo = template["Resources"]["Repository"]["Properties"]
-    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
-    assert '"type": "expire"' in repo["LifecyclePolicy"]["LifecyclePolicyText"]
+    for name in ("Repository", "FrontendRepository"):
+        repo = template["Resources"][name]["Properties"]
+        assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}, name
+        assert '"type": "expire"' in repo["LifecyclePolicy"]["LifecyclePolicyText"], name
     block = template["Resources"]["ArtifactsBucket"]["Properties"]["PublicAccessBlockConfiguration"]
     assert block == dict.fromkeys(["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
 

@@ -27,14 +27,43 @@ const TAG_PATTERN_PATTERN: &str = r"^[A-Za-z0-9_.*-]{1,128}$";
 const TAG_TEXT_PATTERN: &str = r"^[A-Za-z0-9 _.:/=+@-]*$";
 /// SSM document names.
 const DOCUMENT_PATTERN: &str = r"^[a-zA-Z0-9_.:/-]{3,128}$";
+/// The front-end route's settings, in the order their absence is reported.
+const FRONTEND_SETTINGS: [&str; 3] = [
+    "DEPLOY_FRONTEND_REPOSITORY",
+    "DEPLOY_FRONTEND_DOCUMENT",
+    "DEPLOY_FRONTEND_TARGET_TAG_VALUE",
+];
 /// SendCommand's own patterns for MaxConcurrency and MaxErrors.
 const MAX_CONCURRENCY_PATTERN: &str = r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$";
 const MAX_ERRORS_PATTERN: &str = r"^([1-9][0-9]*|0|[1-9][0-9]%|[0-9]%|100%)$";
 
+/// Where the pushes of one repository go: which SSM document runs, on which instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// "back-end" or "front-end": what the messages and the log call it.
+    pub role: &'static str,
+    /// The ECR repository whose pushes take this route.
+    pub repository: String,
+    /// The SSM document that runs this role's host script.
+    pub document: String,
+    pub target_tag_key: String,
+    pub target_tag_value: String,
+}
+
+impl Route {
+    /// The tag as SSM writes it in a target: `tag:KEY=VALUE`.
+    pub fn target_description(&self) -> String {
+        format!("{}={}", self.target_tag_key, self.target_tag_value)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DeployConfig {
-    /// The one ECR repository whose pushes deploy.
-    pub repository: String,
+    /// The api-container image's repository -> the back-end document on the back-end hosts.
+    pub backend: Route,
+    /// The front-end image's repository -> the front-end document on the front-end host(s);
+    /// `None` when the function deploys the back-end only.
+    pub frontend: Option<Route>,
     /// The registry host the instances pull from (REGISTRY in REGISTRY/REPOSITORY@DIGEST).
     pub registry: String,
     /// The account in an ECR registry's host name: DescribeImages asks that registry, and events
@@ -42,10 +71,6 @@ pub struct DeployConfig {
     pub registry_account: Option<String>,
     /// Which tags deploy, as an EventBridge wildcard (the rule in template.yaml uses the same).
     pub tag_pattern: String,
-    pub target_tag_key: String,
-    pub target_tag_value: String,
-    /// The SSM document that runs the host deploy script.
-    pub document: String,
     pub max_concurrency: String,
     pub max_errors: String,
     /// How long an instance has to start the command (SendCommand's TimeoutSeconds).
@@ -78,18 +103,36 @@ impl DeployConfig {
             }
         };
 
-        let repository = matching(
+        // A setting that must match `pattern` and be `lengths` characters long.
+        let bounded = |name: &'static str,
+                       value: String,
+                       (pattern, what): (&str, &str),
+                       lengths: std::ops::RangeInclusive<usize>,
+                       length_what: &str|
+         -> Result<String, DeployError> {
+            let value = matching(name, value, pattern, what)?;
+            if lengths.contains(&value.len()) {
+                Ok(value)
+            } else {
+                Err(invalid(name, length_what))
+            }
+        };
+        let repository_setting = |name: &'static str, value: String| {
+            bounded(
+                name,
+                value,
+                (
+                    REPOSITORY_PATTERN,
+                    "an ECR repository name such as latchkey-api",
+                ),
+                2..=256,
+                "an ECR repository name of 2 to 256 characters",
+            )
+        };
+        let repository = repository_setting(
             "DEPLOY_REPOSITORY",
             required("DEPLOY_REPOSITORY", "an ECR repository name")?,
-            REPOSITORY_PATTERN,
-            "an ECR repository name such as latchkey-api",
         )?;
-        if repository.len() < 2 || repository.len() > 256 {
-            return Err(invalid(
-                "DEPLOY_REPOSITORY",
-                "an ECR repository name of 2 to 256 characters",
-            ));
-        }
         let registry = matching(
             "DEPLOY_REGISTRY",
             required("DEPLOY_REGISTRY", "the registry host")?,
@@ -118,27 +161,87 @@ impl DeployConfig {
                 "an EC2 tag key of at most 128 characters, not starting with aws:",
             ));
         }
-        let target_tag_value = matching(
-            "DEPLOY_TARGET_TAG_VALUE",
-            required(
-                "DEPLOY_TARGET_TAG_VALUE",
-                "the back-end instances' tag value",
-            )?,
-            TAG_TEXT_PATTERN,
-            "an EC2 tag value (letters, digits, spaces and _.:/=+@-)",
-        )?;
-        if target_tag_value.len() > 256 {
-            return Err(invalid(
-                "DEPLOY_TARGET_TAG_VALUE",
+        let tag_value_setting = |name: &'static str, value: String| {
+            bounded(
+                name,
+                value,
+                (
+                    TAG_TEXT_PATTERN,
+                    "an EC2 tag value (letters, digits, spaces and _.:/=+@-)",
+                ),
+                0..=256,
                 "an EC2 tag value of at most 256 characters",
-            ));
-        }
-        let document = matching(
-            "DEPLOY_DOCUMENT",
-            required("DEPLOY_DOCUMENT", "the SSM document's name")?,
-            DOCUMENT_PATTERN,
-            "an SSM document name (3 to 128 of letters, digits and _.:/-)",
-        )?;
+            )
+        };
+        let document_setting = |name: &'static str, value: String| {
+            matching(
+                name,
+                value,
+                DOCUMENT_PATTERN,
+                "an SSM document name (3 to 128 of letters, digits and _.:/-)",
+            )
+        };
+        let backend = Route {
+            role: "back-end",
+            repository,
+            document: document_setting(
+                "DEPLOY_DOCUMENT",
+                required("DEPLOY_DOCUMENT", "the SSM document's name")?,
+            )?,
+            target_tag_key: target_tag_key.clone(),
+            target_tag_value: tag_value_setting(
+                "DEPLOY_TARGET_TAG_VALUE",
+                required(
+                    "DEPLOY_TARGET_TAG_VALUE",
+                    "the back-end instances' tag value",
+                )?,
+            )?,
+        };
+
+        // The front-end route: all three settings, or none (the function then deploys the
+        // back-end only). It shares the tag key; its repository and tag value must differ from
+        // the back-end's, or a push could reach the wrong hosts with the wrong script.
+        let frontend = match FRONTEND_SETTINGS.map(|name| (name, get(name))) {
+            [(_, None), (_, None), (_, None)] => None,
+            [
+                (_, Some(repository)),
+                (_, Some(document)),
+                (_, Some(tag_value)),
+            ] => {
+                let repository = repository_setting("DEPLOY_FRONTEND_REPOSITORY", repository)?;
+                if repository == backend.repository {
+                    return Err(invalid(
+                        "DEPLOY_FRONTEND_REPOSITORY",
+                        "a repository other than DEPLOY_REPOSITORY's",
+                    ));
+                }
+                let target_tag_value =
+                    tag_value_setting("DEPLOY_FRONTEND_TARGET_TAG_VALUE", tag_value)?;
+                if target_tag_value == backend.target_tag_value {
+                    return Err(invalid(
+                        "DEPLOY_FRONTEND_TARGET_TAG_VALUE",
+                        "a tag value other than DEPLOY_TARGET_TAG_VALUE's (the back-end hosts')",
+                    ));
+                }
+                Some(Route {
+                    role: "front-end",
+                    repository,
+                    document: document_setting("DEPLOY_FRONTEND_DOCUMENT", document)?,
+                    target_tag_key,
+                    target_tag_value,
+                })
+            }
+            partial => {
+                let missing = partial
+                    .iter()
+                    .find(|(_, value)| value.is_none())
+                    .map_or(FRONTEND_SETTINGS[0], |(name, _)| *name);
+                return Err(invalid(
+                    missing,
+                    "a value: the front-end route takes all of DEPLOY_FRONTEND_REPOSITORY, DEPLOY_FRONTEND_DOCUMENT and DEPLOY_FRONTEND_TARGET_TAG_VALUE, or none",
+                ));
+            }
+        };
         let max_concurrency = matching(
             "DEPLOY_MAX_CONCURRENCY",
             get("DEPLOY_MAX_CONCURRENCY").unwrap_or_else(|| "1".to_owned()),
@@ -172,13 +275,11 @@ impl DeployConfig {
         let rust_log = startup::check_log_filter(get("RUST_LOG"))
             .map_err(|_| invalid("RUST_LOG", "a tracing filter such as info"))?;
         Ok(DeployConfig {
-            repository,
+            backend,
+            frontend,
             registry,
             registry_account,
             tag_pattern,
-            target_tag_key,
-            target_tag_value,
-            document,
             max_concurrency,
             max_errors,
             delivery_timeout,
@@ -188,10 +289,26 @@ impl DeployConfig {
         })
     }
 
-    /// `REGISTRY/REPOSITORY@DIGEST`, checked against the document's own pattern before it is
+    /// The route a push to `repository` takes, if any.
+    pub fn route_for(&self, repository: &str) -> Option<&Route> {
+        std::iter::once(&self.backend)
+            .chain(self.frontend.as_ref())
+            .find(|route| route.repository == repository)
+    }
+
+    /// The repositories this function deploys, for messages: `"a"` or `"a" or "b"`.
+    pub fn repositories(&self) -> String {
+        std::iter::once(&self.backend)
+            .chain(self.frontend.as_ref())
+            .map(|route| format!("{:?}", route.repository))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    /// `REGISTRY/REPOSITORY@DIGEST`, checked against the documents' own pattern before it is
     /// sent, so that SSM never has to be the one to refuse it.
-    pub fn image_reference(&self, digest: &str) -> Result<String, DeployError> {
-        let image = format!("{}/{}@{digest}", self.registry, self.repository);
+    pub fn image_reference(&self, route: &Route, digest: &str) -> Result<String, DeployError> {
+        let image = format!("{}/{}@{digest}", self.registry, route.repository);
         if matches(IMAGE_PATTERN, &image) {
             Ok(image)
         } else {
@@ -199,11 +316,6 @@ impl DeployConfig {
                 "{image:?} is not REGISTRY/REPOSITORY@sha256:<64 hex digits>"
             )))
         }
-    }
-
-    /// The tag as SSM writes it in a target: `tag:KEY=VALUE`.
-    pub fn target_description(&self) -> String {
-        format!("{}={}", self.target_tag_key, self.target_tag_value)
     }
 }
 
@@ -278,7 +390,12 @@ mod tests {
         assert_eq!(config.delivery_timeout, Duration::from_secs(900));
         assert_eq!(config.wait_timeout, Duration::from_secs(885));
         assert_eq!(config.registry_account.as_deref(), Some("123456789012"));
-        assert_eq!(config.target_description(), "latchkey-role=api");
+        assert_eq!(config.backend.target_description(), "latchkey-role=api");
+        assert_eq!(config.backend.role, "back-end");
+        assert_eq!(
+            config.frontend, None,
+            "no front-end route unless it is configured"
+        );
     }
 
     #[test]
@@ -345,11 +462,81 @@ mod tests {
         let config = with(&[]).unwrap();
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
-            config.image_reference(&digest).unwrap(),
+            config.image_reference(&config.backend, &digest).unwrap(),
             format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/latchkey-api@{digest}")
         );
-        assert!(config.image_reference("sha256:abc").is_err());
-        assert!(config.image_reference("latest").is_err());
+        assert!(
+            config
+                .image_reference(&config.backend, "sha256:abc")
+                .is_err()
+        );
+        assert!(config.image_reference(&config.backend, "latest").is_err());
+    }
+
+    const FRONTEND: [(&str, &str); 3] = [
+        ("DEPLOY_FRONTEND_REPOSITORY", "latchkey-frontend"),
+        (
+            "DEPLOY_FRONTEND_DOCUMENT",
+            "latchkey-FrontendDeployDocument-XyZ789",
+        ),
+        ("DEPLOY_FRONTEND_TARGET_TAG_VALUE", "web"),
+    ];
+
+    #[test]
+    fn the_front_end_route_has_its_own_repository_document_and_tag_value() {
+        let config = with(&FRONTEND).unwrap();
+        let frontend = config.frontend.clone().expect("a front-end route");
+        assert_eq!(
+            frontend,
+            Route {
+                role: "front-end",
+                repository: "latchkey-frontend".to_owned(),
+                document: "latchkey-FrontendDeployDocument-XyZ789".to_owned(),
+                target_tag_key: "latchkey-role".to_owned(),
+                target_tag_value: "web".to_owned(),
+            }
+        );
+        assert_eq!(config.route_for("latchkey-frontend"), Some(&frontend));
+        assert_eq!(config.route_for("latchkey-api"), Some(&config.backend));
+        assert_eq!(config.route_for("latchkey"), None);
+        assert_eq!(
+            config.repositories(),
+            "\"latchkey-api\" or \"latchkey-frontend\""
+        );
+        let digest = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(
+            config.image_reference(&frontend, &digest).unwrap(),
+            format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/latchkey-frontend@{digest}")
+        );
+    }
+
+    #[test]
+    fn a_front_end_route_missing_a_setting_names_it() {
+        for (missing, (name, _)) in FRONTEND.iter().enumerate() {
+            let partial: Vec<_> = FRONTEND
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, setting)| *setting)
+                .collect();
+            assert_eq!(rejected(&partial), *name);
+        }
+    }
+
+    #[test]
+    fn the_front_end_route_cannot_share_the_back_ends_repository_or_hosts() {
+        let mut same_repository = FRONTEND;
+        same_repository[0].1 = "latchkey-api";
+        assert_eq!(rejected(&same_repository), "DEPLOY_FRONTEND_REPOSITORY");
+        let mut same_hosts = FRONTEND;
+        same_hosts[2].1 = "api";
+        assert_eq!(rejected(&same_hosts), "DEPLOY_FRONTEND_TARGET_TAG_VALUE");
+        let mut bad_document = FRONTEND;
+        bad_document[1].1 = "x";
+        assert_eq!(rejected(&bad_document), "DEPLOY_FRONTEND_DOCUMENT");
+        let mut bad_repository = FRONTEND;
+        bad_repository[0].1 = "Frontend";
+        assert_eq!(rejected(&bad_repository), "DEPLOY_FRONTEND_REPOSITORY");
     }
 
     #[test]

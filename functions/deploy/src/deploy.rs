@@ -1,5 +1,6 @@
-//! From an accepted push to a deployed image: confirm the digest in ECR, send one SSM command to
-//! the back-end instances, follow it to the end on each of them.
+//! From an accepted push to a deployed image: confirm the digest in ECR, send one SSM command (the
+//! push's route: the back-end document to the back-end instances, or the front-end document to
+//! the front-end ones), follow it to the end on each of them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,7 @@ use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource};
 use lambda_runtime::LambdaEvent;
 
-use crate::config::DeployConfig;
+use crate::config::{DeployConfig, Route};
 use crate::error::DeployError;
 use crate::event::{self, Push};
 use crate::outcome::{DeployOutput, InstanceOutcome, InstanceReport, TIMED_OUT_HERE, is_terminal};
@@ -86,9 +87,10 @@ impl Deployer {
         deadline_ms: u64,
     ) -> Result<DeployOutput, DeployError> {
         let push = event::parse(payload, &self.config)?;
-        let image = self.config.image_reference(&push.digest)?;
+        let image = self.config.image_reference(&push.route, &push.digest)?;
         tracing::info!(
             event_id = push.event_id.as_deref().unwrap_or(""),
+            role = push.route.role,
             tag = %push.tag,
             %image,
             "deploying a push"
@@ -96,8 +98,8 @@ impl Deployer {
         self.confirm(&push, &image).await?;
         let until = self.wait_until(deadline_ms);
         let command_id = self.send(&image, &push).await?;
-        tracing::info!(%command_id, %image, targets = %self.config.target_description(), document = %self.config.document, "deploy command sent");
-        let outcomes = self.follow(&command_id, &image, until).await?;
+        tracing::info!(%command_id, %image, role = push.route.role, targets = %push.route.target_description(), document = %push.route.document, "deploy command sent");
+        let outcomes = self.follow(&command_id, &image, &push.route, until).await?;
         Ok(DeployOutput {
             image,
             command_id,
@@ -194,15 +196,18 @@ impl Deployer {
     }
 
     async fn send(&self, image: &str, push: &Push) -> Result<String, DeployError> {
+        // The route decides both: the back-end document on the back-end tag, the front-end
+        // document on the front-end tag, never a mix.
+        let route = &push.route;
         let target = Target::builder()
-            .key(format!("tag:{}", self.config.target_tag_key))
-            .values(&self.config.target_tag_value)
+            .key(format!("tag:{}", route.target_tag_key))
+            .values(&route.target_tag_value)
             .build();
         let short_digest: String = push.digest.chars().skip(7).take(12).collect();
         let reply = self
             .ssm
             .send_command()
-            .document_name(&self.config.document)
+            .document_name(&route.document)
             .targets(target)
             // The only parameter, and a checked one: SSM substitutes it into the document's
             // fixed command line after its own allowedPattern check. No shell text is built here.
@@ -239,6 +244,7 @@ impl Deployer {
         &self,
         command_id: &str,
         image: &str,
+        route: &Route,
         until: SystemTime,
     ) -> Result<Vec<InstanceOutcome>, DeployError> {
         let mut done: BTreeMap<String, InstanceOutcome> = BTreeMap::new();
@@ -305,7 +311,7 @@ impl Deployer {
                 if done.is_empty() {
                     return Err(DeployError::NoTargets {
                         command_id: command_id.to_owned(),
-                        tag: self.config.target_description(),
+                        tag: route.target_description(),
                     });
                 }
                 if *status == CommandStatus::Success {

@@ -7,7 +7,7 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DeployConfig;
+use crate::config::{DeployConfig, Route};
 use crate::error::DeployError;
 
 pub const SOURCE: &str = "aws.ecr";
@@ -39,13 +39,15 @@ pub type ImageActionEvent = EventBridgeEvent<ImageActionDetail>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
     pub event_id: Option<String>,
+    /// Where it goes: the route of the repository it was pushed to.
+    pub route: Route,
     pub repository: String,
     pub tag: String,
     pub digest: String,
 }
 
-/// Parses the raw payload and refuses anything but a successful push of a matching tag to the
-/// configured repository. Every refusal says what was expected and what came.
+/// Parses the raw payload and refuses anything but a successful push of a matching tag to one of
+/// the configured repositories, which decides the push's route. Every refusal says what was expected and what came.
 pub fn parse(payload: serde_json::Value, config: &DeployConfig) -> Result<Push, DeployError> {
     let refuse = |message: String| Err(DeployError::Refused(message));
     // In two steps, so that the message for an event of another kind names its kind rather than
@@ -73,12 +75,13 @@ pub fn parse(payload: serde_json::Value, config: &DeployConfig) -> Result<Push, 
             detail.result
         ));
     }
-    if detail.repository_name != config.repository {
+    let Some(route) = config.route_for(&detail.repository_name) else {
         return refuse(format!(
-            "repository {:?}: this function deploys {:?} only",
-            detail.repository_name, config.repository
+            "repository {:?}: this function deploys {} only",
+            detail.repository_name,
+            config.repositories()
         ));
-    }
+    };
     if let (Some(expected), Some(account)) = (&config.registry_account, &event.account)
         && account != expected
     {
@@ -107,6 +110,7 @@ pub fn parse(payload: serde_json::Value, config: &DeployConfig) -> Result<Push, 
     }
     Ok(Push {
         event_id: event.id,
+        route: route.clone(),
         repository: detail.repository_name,
         tag,
         digest,
@@ -151,8 +155,16 @@ mod tests {
     use serde_json::{Value, json};
 
     fn config(tag_pattern: &str) -> DeployConfig {
+        config_with(tag_pattern, false)
+    }
+
+    /// With `frontend`, the front-end route too, as template.yaml sets it up.
+    fn config_with(tag_pattern: &str, frontend: bool) -> DeployConfig {
         DeployConfig::from_lookup(|name| {
             match name {
+                "DEPLOY_FRONTEND_REPOSITORY" if frontend => Some("latchkey-frontend"),
+                "DEPLOY_FRONTEND_DOCUMENT" if frontend => Some("latchkey-frontend-deploy"),
+                "DEPLOY_FRONTEND_TARGET_TAG_VALUE" if frontend => Some("web"),
                 "DEPLOY_REPOSITORY" => Some("latchkey-api"),
                 "DEPLOY_REGISTRY" => Some("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
                 "DEPLOY_TAG_PATTERN" => Some(tag_pattern),
@@ -228,6 +240,47 @@ mod tests {
         let message = refusal(with_detail("repository-name", json!("someone-else")));
         assert!(message.contains("\"someone-else\""), "{message}");
         assert!(message.contains("\"latchkey-api\" only"), "{message}");
+    }
+
+    #[test]
+    fn each_repository_takes_its_own_route() {
+        let config = config_with("*", true);
+        let backend = parse(sample(), &config).unwrap();
+        assert_eq!(backend.route.role, "back-end");
+        assert_eq!(backend.route.document, "latchkey-deploy");
+        assert_eq!(backend.route.target_description(), "latchkey-role=api");
+
+        let frontend = parse(
+            with_detail("repository-name", json!("latchkey-frontend")),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(frontend.repository, "latchkey-frontend");
+        assert_eq!(frontend.route.role, "front-end");
+        assert_eq!(frontend.route.document, "latchkey-frontend-deploy");
+        assert_eq!(frontend.route.target_description(), "latchkey-role=web");
+        assert_eq!(frontend.digest, backend.digest);
+    }
+
+    #[test]
+    fn a_front_end_push_is_refused_when_no_front_end_route_is_configured() {
+        let message = refusal(with_detail("repository-name", json!("latchkey-frontend")));
+        assert!(message.contains("\"latchkey-frontend\""), "{message}");
+        assert!(message.contains("\"latchkey-api\" only"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_repository_is_refused_with_both_routes_named() {
+        for repository in ["latchkey", "latchkey-frontend-2", "LATCHKEY-API", ""] {
+            let event = with_detail("repository-name", json!(repository));
+            match parse(event, &config_with("*", true)) {
+                Err(DeployError::Refused(message)) => assert!(
+                    message.contains("\"latchkey-api\" or \"latchkey-frontend\" only"),
+                    "{message}"
+                ),
+                other => panic!("{repository}: expected a refusal, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The deploy Lambda: an EventBridge "ECR Image Action" push of the api-container image becomes
-//! one SSM Run Command of the project's deploy document on the back-end instances, followed to
-//! the end on each of them.
+//! The deploy Lambda: an EventBridge "ECR Image Action" push becomes one SSM Run Command, followed
+//! to the end on each instance it reached. The repository decides the route: the api-container
+//! image runs the back-end document on the back-end instances, the front-end image (the static
+//! site and its nginx settings) the front-end document on the front-end instances.
 //!
 //! `main.rs` only wires the runtime: configuration and AWS clients are built once at init, and
 //! [`Deployer::handle`] is a plain async function the tests call with their own clients.
@@ -11,7 +12,7 @@ pub mod error;
 pub mod event;
 pub mod outcome;
 
-pub use config::DeployConfig;
+pub use config::{DeployConfig, Route};
 pub use deploy::Deployer;
 pub use error::DeployError;
 pub use outcome::{DeployOutput, InstanceOutcome, InstanceReport};

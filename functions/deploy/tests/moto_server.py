@@ -85,10 +85,12 @@ def _cfn_tag(loader, suffix, node):
 CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
-def document_content():
+def document_content(resource="DeployDocument"):
+    """The content of one of template.yaml's SSM documents (DeployDocument, the back-end's, or
+    FrontendDeployDocument)."""
     with open(TEMPLATE, encoding="utf-8") as handle:
         template = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    return template["Resources"]["DeployDocument"]["Properties"]["Content"]
+    return template["Resources"][resource]["Properties"]["Content"]
 
 
 def seed(endpoint, settings):

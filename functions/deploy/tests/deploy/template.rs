@@ -18,7 +18,11 @@ fn the_documents_allowed_pattern_is_the_lambdas_image_pattern() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("allowedPattern: "))
         .collect();
-    assert_eq!(patterns, [format!("'{IMAGE_PATTERN}'")]);
+    // The back-end's document and the front-end's.
+    assert_eq!(
+        patterns,
+        [format!("'{IMAGE_PATTERN}'"), format!("'{IMAGE_PATTERN}'")]
+    );
 }
 
 #[test]
@@ -41,6 +45,23 @@ fn the_host_script_checks_the_same_pattern_and_lives_where_the_document_calls_it
 }
 
 #[test]
+fn the_front_end_script_checks_the_same_pattern_and_its_document_calls_it() {
+    let script = read("frontend/deploy/latchkey-frontend-deploy")
+        .expect("frontend/deploy/latchkey-frontend-deploy");
+    let image_re = script
+        .lines()
+        .find_map(|line| line.strip_prefix("readonly IMAGE_RE="))
+        .expect("the front-end script's IMAGE_RE");
+    assert_eq!(image_re, format!("'{IMAGE_PATTERN}'"));
+    assert!(
+        template().contains("- exec /usr/local/sbin/latchkey-frontend-deploy deploy '{{ image }}'"),
+        "the front-end document runs the installed script with the image as its one argument"
+    );
+    let bootstrap = read("infra/host/bootstrap.sh").expect("infra/host/bootstrap.sh");
+    assert!(bootstrap.contains("/usr/local/sbin/latchkey-frontend-deploy"));
+}
+
+#[test]
 fn the_rule_matches_successful_pushes_with_kebab_case_keys() {
     let template = template();
     for line in [
@@ -48,7 +69,7 @@ fn the_rule_matches_successful_pushes_with_kebab_case_keys() {
         "detail-type: [ECR Image Action]",
         "action-type: [PUSH]",
         "result: [SUCCESS]",
-        "repository-name: [!Ref RepositoryName]",
+        "repository-name: [!Ref RepositoryName, !Ref FrontendRepositoryName]",
         "image-tag: [{wildcard: !Ref ImageTagPattern}]",
         "MaximumRetryAttempts: 0",
     ] {
@@ -69,6 +90,9 @@ fn the_template_sets_every_setting_the_function_requires() {
         "DEPLOY_TARGET_TAG_KEY",
         "DEPLOY_TARGET_TAG_VALUE",
         "DEPLOY_DOCUMENT",
+        "DEPLOY_FRONTEND_REPOSITORY",
+        "DEPLOY_FRONTEND_DOCUMENT",
+        "DEPLOY_FRONTEND_TARGET_TAG_VALUE",
         "DEPLOY_MAX_CONCURRENCY",
         "DEPLOY_MAX_ERRORS",
         "DEPLOY_DELIVERY_TIMEOUT_SECS",
