@@ -70,20 +70,20 @@ impl Auth {
             self.config.password_min_score,
             self.config.pbkdf2_iterations,
         );
-        let new_hash = self
+        let normalised = self
             .hashing
             .run(move || {
                 let normalised = password::normalise_password(&new_password);
-                password::check_password_policy(&normalised, &email, min_score).map_err(
-                    |reasons| {
+                password::check_password_policy(&normalised, &email, min_score)
+                    .map(|()| normalised)
+                    .map_err(|reasons| {
                         let mut errors = crate::error::FieldErrors::new();
                         errors.insert("new_password", reasons);
                         Error::Validation(errors)
-                    },
-                )?;
-                password::hash_password(&normalised, iterations)
+                    })
             })
             .await??;
+        let new_hash = password::hash_password(&self.hashing, &normalised, iterations).await?;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         // Two changes racing: the second finds the hash it checked gone.

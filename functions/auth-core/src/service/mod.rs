@@ -187,9 +187,7 @@ impl Auth {
         let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue)?;
         let refresh_secret = shared_secret(&pool, &config, REFRESH_SECRET_NAME).await?;
         let iterations = config.pbkdf2_iterations;
-        let dummy_hash = hashing
-            .run(move || password::hash_password(DUMMY_PASSWORD, iterations))
-            .await??;
+        let dummy_hash = password::hash_password(&hashing, DUMMY_PASSWORD, iterations).await?;
         let keys = SigningKeys::new(&config);
         keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
         let housekeeping =
