@@ -93,6 +93,10 @@ async fn revoking_a_session_ends_its_tokens_at_once_on_every_instance() {
     let laptop = first.login_from("ann@example.com", "Laptop").await;
     let phone = first.login_from("ann@example.com", "Phone").await;
     let phone_id = crate::helpers::claim(&phone.access_token(), "sid");
+    // Both instances have accepted (and remember having verified) the phone's token.
+    for instance in [&first, &second] {
+        assert_eq!(instance.me(&phone.access_token()).await.status, 200);
+    }
     let reply = first
         .delete_with_token(
             &format!("/api/v1/sessions/{phone_id}"),
@@ -100,10 +104,12 @@ async fn revoking_a_session_ends_its_tokens_at_once_on_every_instance() {
         )
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text);
-    second
-        .me(&phone.access_token())
-        .await
-        .assert_problem(401, "invalid_token");
+    for instance in [&first, &second] {
+        instance
+            .me(&phone.access_token())
+            .await
+            .assert_problem(401, "invalid_token");
+    }
     second
         .refresh(&phone.refresh_token())
         .await
@@ -173,3 +179,4 @@ async fn signing_out_everywhere_else_keeps_only_the_current_session() {
     assert_eq!(sessions.body["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(app.get("/api/v1/sessions").await.status, 401);
 }
+
