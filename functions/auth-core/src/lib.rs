@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod es256;
 pub mod hashing;
 pub mod http;
 pub mod kdf;

@@ -182,6 +182,8 @@ impl Auth {
     /// Connects, migrates, and makes sure the shared keys and secrets exist. Fails fast when the
     /// database is unreachable; the caller decides whether to retry.
     pub async fn init(config: Config) -> Result<Self, Error> {
+        // Before any token is signed or verified: jsonwebtoken fixes its provider at first use.
+        crate::es256::install();
         let pool = crate::db::create_pool(&config)?;
         crate::db::migrate(&config).await?;
         let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue)?;
