@@ -16,16 +16,10 @@ impl Auth {
     /// `GET /me`: the token's signature, then its session and account in one statement.
     pub async fn me(&self, bearer: &str, now: OffsetDateTime) -> Result<Account, Error> {
         let subject = self.verify_signature(bearer, now).await?;
-        store::user_of_live_session(
-            &self.pool.get().await?,
-            subject.session_id,
-            subject.user_id,
-            now,
-            super::to_time(self.config.session_idle),
-        )
-        .await?
-        .map(Account::from)
-        .ok_or_else(|| Error::token("session ended"))
+        self.user_of_live_session(subject, now)
+            .await?
+            .map(Account::from)
+            .ok_or_else(|| Error::token("session ended"))
     }
 
     async fn current_user(&self, subject: TokenSubject) -> Result<UserRow, Error> {

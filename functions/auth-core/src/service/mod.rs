@@ -5,6 +5,7 @@
 mod account;
 mod keys;
 mod limits;
+mod session_checks;
 mod sessions;
 mod sign_in;
 mod tokens;
@@ -114,6 +115,7 @@ pub struct Auth {
     pub keys: SigningKeys,
     refresh_secret: Vec<u8>,
     dummy_hash: String,
+    session_checks: session_checks::SessionChecks,
     /// The pruning task of this instance, stopped with it.
     housekeeping: tokio::task::AbortHandle,
 }
@@ -194,10 +196,12 @@ impl Auth {
         keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
         let housekeeping =
             tokio::spawn(keep_house(pool.clone(), to_time(config.session_idle))).abort_handle();
+        let session_checks = session_checks::SessionChecks::start(pool.clone());
         Ok(Auth {
             config,
             pool,
             hashing,
+            session_checks,
             metrics: crate::metrics::Metrics::default(),
             keys,
             refresh_secret,
