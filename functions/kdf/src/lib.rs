@@ -1,4 +1,5 @@
-//! PBKDF2-HMAC-SHA256 at the hardware bound, and past it for two hashes at once.
+//! PBKDF2-HMAC-SHA256 at the hardware bound, and past it for two hashes at once (Latchkey's
+//! password hashing; `auth_core::kdf` re-exports it).
 //!
 //! Each iteration of PBKDF2 is one HMAC over a 32-byte message: two SHA-256 compressions of a
 //! single block whose padding never changes, the second one's input being the first one's output.
