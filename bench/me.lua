@@ -1,5 +1,5 @@
--- GET /api/v1/me with the bearer in ACCESS_TOKEN.
+-- GET /api/v1/me (or ME_PATH: the peer's /users/me) with the bearer in ACCESS_TOKEN.
 wrk.method = "GET"
-wrk.path = "/api/v1/me"
+wrk.path = os.getenv("ME_PATH") or "/api/v1/me"
 wrk.headers["Authorization"] = "Bearer " .. assert(os.getenv("ACCESS_TOKEN"), "ACCESS_TOKEN unset")
 dofile(assert(os.getenv("BENCH_DIR"), "BENCH_DIR unset") .. "/report.lua")

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# `make bench`: the numbers of issue 8, written to bench/RESULTS.md, bench/results.json and
+# `make bench`: the numbers of issues 8 and 14, written to bench/RESULTS.md, bench/results.json and
 # bench/results.png.
 #
 #  1. builds the release api-container and the hash_bench example;
-#  2. runs hash_bench (our PBKDF2 against the machine's bound and the pbkdf2 crate);
+#  2. runs hash_bench (our PBKDF2 per backend, alone and two interleaved, and the pbkdf2 crate), and
+#     measures the single-chain bound with OpenSSL (`openssl speed -evp sha256`, 16 KiB blocks: one
+#     dependent chain of compressions);
 #  3. starts a private PostgreSQL (scripts/pg.sh) in a temporary folder and the release service on a
 #     free loopback port (default PBKDF2 iterations, per-IP limits off);
 #  4. wrk against 127.0.0.1 only, every run bounded (BENCH_DURATION, at most 10 s): /me, refresh,
 #     login, register;
 #  5. /me p99 at idle and during a login flood;
+#  5b. the peer: fastapi-users 15 (bench/peer/app.py, pinned in bench/peer/requirements.txt, in a
+#     virtualenv of its own under ~/.cache/latchkey), 2 uvicorn workers, asyncpg pool 16, on a
+#     PostgreSQL cluster of its own, driven by the same wrk scripts: /me, login, register;
 #  6. /me and login p50 with 1 000 and 1 000 000 users, and the sessions table after 1 000 000
 #     expired sessions and a few thousand requests;
 #  7. RSS idle and under load, time to /readyz, the image size;
 #  8. bench/report.py writes the results.
 #
-# Needs Rust, Python 3, openssl, PostgreSQL server binaries (scripts/pg.sh installs them with apt),
+# Needs Rust, Python 3 (with venv and pip, and PyPI for the peer's packages), openssl, PostgreSQL server binaries (scripts/pg.sh installs them with apt),
 # wrk (installed with apt-get as root or through sudo -n) and matplotlib (pip, --user unless root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,18 +71,22 @@ run_started=$(date +%s)
 work=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-bench.XXXXXX")
 chmod 755 "$work"   # scripts/pg.sh runs the cluster as postgres when we are root
 pg_dir="$work/pg"
+peer_pg_dir="$work/peer-pg"
 service_pid=""
+peer_pid=""
 background_pids=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pid in "${background_pids[@]}" "$service_pid"; do
+  for pid in "${background_pids[@]}" "$service_pid" "$peer_pid"; do
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   done
-  for pid in "${background_pids[@]}" "$service_pid"; do
+  for pid in "${background_pids[@]}" "$service_pid" "$peer_pid"; do
     if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
   done
-  if [ -d "$pg_dir/data" ]; then (cd "$work" && "$root/scripts/pg.sh" stop "$pg_dir") || true; fi
+  for dir in "$pg_dir" "$peer_pg_dir"; do
+    if [ -d "$dir/data" ]; then (cd "$work" && "$root/scripts/pg.sh" stop "$dir") || true; fi
+  done
   if [ "$status" -ne 0 ] && [ -f "$work/service.log" ]; then
     echo "bench: failed; the service's last log lines:" >&2
     tail -n 20 "$work/service.log" >&2 || true
@@ -97,6 +106,11 @@ json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv
 # --- 2. hashing ------------------------------------------------------------------------------------
 log "hash_bench"
 "$target/release/examples/hash_bench" | tee "$work/hash.json" >&2
+log "single-chain bound: openssl speed -evp sha256, 16 KiB blocks"
+openssl speed -mr -seconds 3 -bytes 16384 -evp sha256 2>/dev/null \
+  | awk -F: '/^\+F:/ { printf "{\"openssl_sha256_bytes_per_second\": %s}\n", $4 }' >"$work/bound.json"
+[ -s "$work/bound.json" ] || die "openssl speed gave no figure"
+cat "$work/bound.json" >&2
 
 # --- 3. PostgreSQL and the service -----------------------------------------------------------------
 pg_port=$(free_port)
@@ -165,12 +179,12 @@ run_id="$$-$(date +%s)"
 export BENCH_DIR="$bench" LOGIN_EMAILS="$login_emails" LOGIN_PASSWORD="$password" RUN_ID="$run_id"
 # The service's own count of answers per route and status (its /metrics), before and after each run.
 statuses() { curl -fsS "$base/metrics" | grep '^latchkey_http_requests_total' || true; }
-run_wrk() {   # NAME SCRIPT THREADS CONNECTIONS SECONDS
-  local name=$1 script=$2 threads=$3 connections=$4 seconds=$5
+run_wrk() {   # NAME SCRIPT THREADS CONNECTIONS SECONDS [BASE URL, default the service's]
+  local name=$1 script=$2 threads=$3 connections=$4 seconds=$5 url=${6:-$base}
   log "wrk $name: $threads threads, $connections connections, ${seconds}s"
   statuses >"$work/status-$name.before"
   BENCH_OUT="$work/wrk-$name.json" wrk -t "$threads" -c "$connections" -d "${seconds}s" --timeout 10s \
-    -s "$bench/$script" "$base" >"$work/wrk-$name.txt"
+    -s "$bench/$script" "$url" >"$work/wrk-$name.txt"
   [ -s "$work/wrk-$name.json" ] || die "wrk $name wrote no result"
   statuses >"$work/status-$name.after"
   cat "$work/wrk-$name.json" >&2
@@ -189,7 +203,7 @@ sample_rss &
 background_pids+=($!)
 
 # 4. throughput and latency per endpoint.
-ACCESS_TOKEN=$(access_token) run_wrk me me.lua 2 16 "$duration"
+ACCESS_TOKEN=$(access_token) run_wrk me me.lua 2 32 "$duration"
 tokens=""
 for _ in $(seq 1 "$nproc"); do tokens="$tokens $(login | json_field refresh_token)"; done
 REFRESH_TOKENS=$tokens run_wrk refresh refresh.lua "$nproc" "$nproc" "$duration"
@@ -213,6 +227,47 @@ wait "$flood_pid" || die "the login flood failed"
 statuses >"$work/status-login-flood.after"
 cat "$work/wrk-login-flood.json" >&2
 rss_load_kb=$(cat "$work/rss-max")
+
+# 5b. The peer, with the service idle beside it.
+peer_requirements="$bench/peer/requirements.txt"
+peer_venv="${XDG_CACHE_HOME:-$HOME/.cache}/latchkey/bench-peer-$(sha256sum "$peer_requirements" | cut -c1-12)"
+if [ ! -x "$peer_venv/bin/uvicorn" ]; then
+  log "installing the peer's packages into $peer_venv"
+  rm -rf "$peer_venv"
+  python3 -m venv "$peer_venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$peer_venv/bin/pip" install -q -r "$peer_requirements" >&2 || die "installing the peer's packages failed"
+fi
+peer_pg_port=$(free_port)
+log "the peer's PostgreSQL on 127.0.0.1:$peer_pg_port"
+(cd "$work" && "$root/scripts/pg.sh" start "$peer_pg_dir" "$peer_pg_port")
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$peer_pg_port" -U postgres -d postgres -c "CREATE DATABASE peer" >/dev/null
+peer_port=$(free_port)
+peer_base="http://127.0.0.1:$peer_port"
+log "the peer (fastapi-users, 2 uvicorn workers) on $peer_base"
+(cd "$bench/peer" && exec env PEER_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$peer_pg_port/peer" \
+  PEER_POOL_SIZE=16 "$peer_venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$peer_port" --workers 2 \
+  --log-level warning --no-access-log) >>"$work/peer.log" 2>&1 &
+peer_pid=$!
+peer_started=$(date +%s)
+until curl -fsS -o /dev/null "$peer_base/healthz" 2>/dev/null; do
+  kill -0 "$peer_pid" 2>/dev/null || { tail -n 20 "$work/peer.log" >&2; die "the peer exited before it was ready"; }
+  [ $(( $(date +%s) - peer_started )) -lt 60 ] || die "the peer is not ready after 60 s"
+  sleep 0.2
+done
+peer_post() { curl -fsS -X POST "$peer_base$1" -H 'content-type: application/json' -d "$2"; }
+for account in $email $login_emails; do
+  peer_post /auth/register "{\"email\": \"$account\", \"password\": \"$password\"}" >/dev/null
+done
+peer_token=$(curl -fsS -X POST "$peer_base/auth/jwt/login" --data-urlencode "username=$email" \
+  --data-urlencode "password=$password" | json_field access_token)
+peer_version=$("$peer_venv/bin/python" -c 'import fastapi_users; print(fastapi_users.__version__)')
+ACCESS_TOKEN=$peer_token ME_PATH=/users/me run_wrk peer-me me.lua 2 32 "$duration" "$peer_base"
+LOGIN_FORM=1 LOGIN_PATH=/auth/jwt/login run_wrk peer-login login.lua "$nproc" $(( 2 * nproc )) "$duration" "$peer_base"
+REGISTER_PATH=/auth/register run_wrk peer-register register.lua "$nproc" $(( 2 * nproc )) "$duration" "$peer_base"
+kill -TERM "$peer_pid"
+wait "$peer_pid" || true
+peer_pid=""
+(cd "$work" && "$root/scripts/pg.sh" stop "$peer_pg_dir")
 sleep 1
 rss_after_load_kb=$(rss_kb)
 
@@ -288,7 +343,8 @@ cat >"$work/env.json" <<EOF
  "ready_cold_ms": $ready_cold_ms, "ready_warm_ms": $ready_warm_ms,
  "rss_idle_kb": $rss_idle_kb, "rss_load_kb": $rss_load_kb, "rss_after_load_kb": $rss_after_load_kb,
  "image_bytes": ${image_bytes:-null}, "users_small": $users_small, "users_large": $users_large,
- "seed_users_seconds": $seed_users_seconds, "seed_sessions_seconds": $seed_sessions_seconds}
+ "seed_users_seconds": $seed_users_seconds, "seed_sessions_seconds": $seed_sessions_seconds,
+ "peer": "fastapi-users $peer_version (bench/peer/app.py: SQLAlchemy + asyncpg, pool 16 per worker, bearer + JWT strategy), 2 uvicorn workers, PostgreSQL of its own"}
 EOF
 python3 "$bench/report.py" "$work" "$bench"
 log "wrote bench/RESULTS.md, bench/results.json and bench/results.png"

@@ -4,9 +4,11 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod es256;
 pub mod hashing;
 pub mod http;
-pub mod kdf;
+/// PBKDF2-HMAC-SHA256, a crate of its own so that it is optimised in test builds too.
+pub use kdf;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;

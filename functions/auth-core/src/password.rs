@@ -1,5 +1,6 @@
 //! Passwords and emails: normalisation, policy, and PBKDF2 hashing in PHC form. The hashing runs
-//! in [`crate::hashing::HashingPool`], off the async worker threads.
+//! in [`crate::hashing::HashingPool`], off the async worker threads, where two waiting derivations
+//! share one thread.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -7,6 +8,7 @@ use subtle::ConstantTimeEq;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Error, FieldErrors};
+use crate::hashing::{DeriveRequest, HashingPool};
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -117,21 +119,16 @@ pub fn check_password_policy(
     Err(reasons)
 }
 
-/// The hash of a new password (a change or a reset) that passes the policy for `email`; a
+/// A new password (a change or a reset), normalised, once it passes the policy for `email`; a
 /// refusal is a 422 on the `new_password` field.
-pub fn hash_new_password(
-    raw: &str,
-    email: &str,
-    min_score: u8,
-    iterations: u32,
-) -> Result<String, Error> {
+pub fn check_new_password(raw: &str, email: &str, min_score: u8) -> Result<String, Error> {
     let normalised = normalise_password(raw);
     check_password_policy(&normalised, email, min_score).map_err(|reasons| {
         let mut errors = FieldErrors::new();
         errors.insert("new_password", reasons);
         Error::Validation(errors)
     })?;
-    hash_password(&normalised, iterations)
+    Ok(normalised)
 }
 
 /// Validates a registration's fields together, so that one 422 lists every problem.
@@ -154,12 +151,24 @@ pub fn validate_credentials(
 }
 
 /// `$pbkdf2-sha256$i=<iterations>,l=32$<salt>$<hash>`, the PHC form the `pbkdf2` crate writes.
-pub fn hash_password(password: &str, iterations: u32) -> Result<String, Error> {
+/// The derivation runs in `pool`.
+pub async fn hash_password(
+    pool: &HashingPool,
+    password: &str,
+    iterations: u32,
+) -> Result<String, Error> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt)
         .map_err(|e| Error::internal("no randomness for a salt", e.to_string()))?;
-    let mut hash = [0u8; HASH_LEN];
-    crate::kdf::pbkdf2_hmac_sha256(password.as_bytes(), &salt, iterations, &mut hash);
+    let hash = pool
+        .derive(DeriveRequest {
+            password: password.as_bytes().to_vec(),
+            salt: salt.to_vec(),
+            iterations,
+            extra_iterations: 0,
+            len: HASH_LEN,
+        })
+        .await?;
     Ok(format!(
         "$pbkdf2-sha256$i={iterations},l={HASH_LEN}${}${}",
         STANDARD_NO_PAD.encode(salt),
@@ -176,34 +185,27 @@ pub enum Verification {
     },
 }
 
-/// Checks `password` against a stored PHC string in constant time.
-pub fn verify_password(
+/// Checks `password` against a stored PHC string in constant time; the derivation runs in `pool`.
+pub async fn verify_password(
+    pool: &HashingPool,
     password: &str,
     stored: &str,
     configured_iterations: u32,
 ) -> Result<Verification, Error> {
     let parsed = parse_phc(stored)
         .ok_or_else(|| Error::internal("stored password hash", "not a PBKDF2-SHA256 PHC string"))?;
-    let mut computed = vec![0u8; parsed.hash.len()];
-    crate::kdf::pbkdf2_hmac_sha256(
-        password.as_bytes(),
-        &parsed.salt,
-        parsed.iterations,
-        &mut computed,
-    );
-    if parsed.iterations < configured_iterations {
-        // Spend what the configured count would have cost: a wrong password for an account with
-        // an old, cheaper hash must take as long as one for an unknown email (checked against a
-        // dummy hash at the configured count).
-        let mut wasted = [0u8; HASH_LEN];
-        crate::kdf::pbkdf2_hmac_sha256(
-            password.as_bytes(),
-            &parsed.salt,
-            configured_iterations - parsed.iterations,
-            &mut wasted,
-        );
-        std::hint::black_box(&wasted);
-    }
+    let computed = pool
+        .derive(DeriveRequest {
+            password: password.as_bytes().to_vec(),
+            salt: parsed.salt,
+            iterations: parsed.iterations,
+            // Spend what the configured count would have cost: a wrong password for an account
+            // with an old, cheaper hash must take as long as one for an unknown email (checked
+            // against a dummy hash at the configured count).
+            extra_iterations: configured_iterations.saturating_sub(parsed.iterations),
+            len: parsed.hash.len(),
+        })
+        .await?;
     if bool::from(computed.ct_eq(&parsed.hash)) {
         Ok(Verification::Match {
             needs_rehash: parsed.iterations < configured_iterations,
@@ -257,6 +259,10 @@ fn parse_phc(stored: &str) -> Option<Phc> {
 mod tests {
     use super::*;
 
+    fn pool() -> HashingPool {
+        HashingPool::new(1, 4).unwrap()
+    }
+
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
         assert_eq!(
@@ -306,30 +312,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hashes_verify_and_flag_old_iteration_counts() {
-        let stored = hash_password("correct horse", 1000).unwrap();
+    #[tokio::test]
+    async fn hashes_verify_and_flag_old_iteration_counts() {
+        let stored = hash_password(&pool(), "correct horse", 1000).await.unwrap();
         assert!(stored.starts_with("$pbkdf2-sha256$i=1000,l=32$"));
         assert_eq!(
-            verify_password("correct horse", &stored, 1000).unwrap(),
+            verify_password(&pool(), "correct horse", &stored, 1000)
+                .await
+                .unwrap(),
             Verification::Match {
                 needs_rehash: false
             }
         );
         assert_eq!(
-            verify_password("correct horse", &stored, 2000).unwrap(),
+            verify_password(&pool(), "correct horse", &stored, 2000)
+                .await
+                .unwrap(),
             Verification::Match { needs_rehash: true }
         );
         assert_eq!(
-            verify_password("correct horsf", &stored, 1000).unwrap(),
+            verify_password(&pool(), "correct horsf", &stored, 1000)
+                .await
+                .unwrap(),
             Verification::Mismatch
         );
     }
 
-    #[test]
-    fn our_phc_strings_verify_with_the_pbkdf2_crate_and_theirs_with_ours() {
+    #[tokio::test]
+    async fn our_phc_strings_verify_with_the_pbkdf2_crate_and_theirs_with_ours() {
         use pbkdf2::password_hash::{PasswordHasher, PasswordVerifier};
-        let ours = hash_password("correct horse", 1000).unwrap();
+        let ours = hash_password(&pool(), "correct horse", 1000).await.unwrap();
         let parsed = pbkdf2::phc::PasswordHash::new(&ours).unwrap();
         assert!(
             pbkdf2::Pbkdf2::default()
@@ -346,23 +358,25 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(
-            verify_password("battery staple", &theirs, 1000).unwrap(),
+            verify_password(&pool(), "battery staple", &theirs, 1000)
+                .await
+                .unwrap(),
             Verification::Match {
                 needs_rehash: false
             }
         );
     }
 
-    #[test]
-    fn two_hashes_of_one_password_differ_by_salt() {
+    #[tokio::test]
+    async fn two_hashes_of_one_password_differ_by_salt() {
         assert_ne!(
-            hash_password("same", 1000).unwrap(),
-            hash_password("same", 1000).unwrap()
+            hash_password(&pool(), "same", 1000).await.unwrap(),
+            hash_password(&pool(), "same", 1000).await.unwrap()
         );
     }
 
-    #[test]
-    fn corrupt_or_hostile_stored_hashes_are_errors() {
+    #[tokio::test]
+    async fn corrupt_or_hostile_stored_hashes_are_errors() {
         for bad in [
             "",
             "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA",
@@ -370,7 +384,10 @@ mod tests {
             "$pbkdf2-sha256$i=4000000000,l=32$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHRzYWx0$!!!",
         ] {
-            assert!(verify_password("x", bad, 1000).is_err(), "{bad}");
+            assert!(
+                verify_password(&pool(), "x", bad, 1000).await.is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Access tokens (JWTs signed with keys kept in PostgreSQL), the JWKS, and opaque refresh tokens.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -313,6 +314,61 @@ pub enum Rejection {
     Invalid(&'static str),
 }
 
+/// An access token whose signature and claims have been checked, with what the cheap checks that
+/// can change over time need: its key and its validity window.
+#[derive(Clone, Debug)]
+pub struct VerifiedToken {
+    pub subject: TokenSubject,
+    kid: Arc<str>,
+    iat: i64,
+    exp: i64,
+}
+
+impl VerifiedToken {
+    /// The checks that depend on the time and on the key ring, again, for a token verified
+    /// before: its key must still be known and not retired, and the token must not have expired.
+    pub fn recheck(
+        &self,
+        ring: &KeyRing,
+        settings: &AccessTokenSettings<'_>,
+        now: OffsetDateTime,
+    ) -> Result<TokenSubject, Rejection> {
+        usable_key(ring, settings, &self.kid, now)?;
+        check_times(self.iat, self.exp, now)?;
+        Ok(self.subject)
+    }
+}
+
+/// The key named `kid`, while it may verify tokens at `now`.
+fn usable_key<'r>(
+    ring: &'r KeyRing,
+    settings: &AccessTokenSettings<'_>,
+    kid: &str,
+    now: OffsetDateTime,
+) -> Result<&'r LoadedKey, Rejection> {
+    let index = *ring.by_kid.get(kid).ok_or(Rejection::UnknownKey)?;
+    let key = &ring.keys[index];
+    if key.alg != settings.alg {
+        return Err(Rejection::Invalid("algorithm not allowed"));
+    }
+    // What the JWKS no longer publishes verifies nothing here either.
+    if ring.is_retired(index, now, settings.ttl) {
+        return Err(Rejection::Invalid("retired key"));
+    }
+    Ok(key)
+}
+
+fn check_times(iat: i64, exp: i64, now: OffsetDateTime) -> Result<(), Rejection> {
+    let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+    if iat > now.unix_timestamp() + leeway || exp <= iat {
+        return Err(Rejection::Invalid("issued in the future"));
+    }
+    if exp + leeway < now.unix_timestamp() {
+        return Err(Rejection::Invalid("expired"));
+    }
+    Ok(())
+}
+
 /// Verifies an access token's header, signature and claims. Only our own token shape passes:
 /// the configured algorithm, `typ` `at+jwt`, a known `kid`, and no key material in the header.
 pub fn verify_access_token(
@@ -320,7 +376,7 @@ pub fn verify_access_token(
     settings: &AccessTokenSettings<'_>,
     token: &str,
     now: OffsetDateTime,
-) -> Result<TokenSubject, Rejection> {
+) -> Result<VerifiedToken, Rejection> {
     if token.len() > MAX_ACCESS_TOKEN_LEN || token.split('.').count() != 3 {
         return Err(Rejection::Invalid("malformed"));
     }
@@ -345,15 +401,7 @@ pub fn verify_access_token(
         return Err(Rejection::Invalid("key material in header"));
     }
     let kid = header.kid.ok_or(Rejection::Invalid("no kid"))?;
-    let index = *ring.by_kid.get(&kid).ok_or(Rejection::UnknownKey)?;
-    let key = &ring.keys[index];
-    if key.alg != settings.alg {
-        return Err(Rejection::Invalid("algorithm not allowed"));
-    }
-    // What the JWKS no longer publishes verifies nothing here either.
-    if ring.is_retired(index, now, settings.ttl) {
-        return Err(Rejection::Invalid("retired key"));
-    }
+    let key = usable_key(ring, settings, &kid, now)?;
     let mut validation = Validation::new(jwt_algorithm(settings.alg));
     validation.leeway = LEEWAY_SECS;
     validation.validate_exp = true;
@@ -364,22 +412,72 @@ pub fn verify_access_token(
     let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
         .map_err(|_| Rejection::Invalid("signature or claims"))?;
     let claims = data.claims;
-    let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
-    if claims.iat > now.unix_timestamp() + leeway || claims.exp <= claims.iat {
-        return Err(Rejection::Invalid("issued in the future"));
-    }
-    if claims.exp + leeway < now.unix_timestamp() {
-        return Err(Rejection::Invalid("expired"));
-    }
+    check_times(claims.iat, claims.exp, now)?;
     if claims.jti.is_empty() || claims.jti.len() > 64 {
         return Err(Rejection::Invalid("bad jti"));
     }
     let user_id = Uuid::parse_str(&claims.sub).map_err(|_| Rejection::Invalid("bad sub"))?;
     let session_id = Uuid::parse_str(&claims.sid).map_err(|_| Rejection::Invalid("bad sid"))?;
-    Ok(TokenSubject {
-        user_id,
-        session_id,
+    Ok(VerifiedToken {
+        subject: TokenSubject {
+            user_id,
+            session_id,
+        },
+        kid: kid.into(),
+        iat: claims.iat,
+        exp: claims.exp,
     })
+}
+
+/// Access tokens this instance has verified, keyed by the SHA-256 of the whole token, so that a
+/// token presented again (every signed-in request of a session presents the same one for its
+/// lifetime) skips the ECDSA verification, the bulk of a request's CPU. A hit still re-runs the
+/// checks that change with time ([`VerifiedToken::recheck`]), and nothing here replaces the
+/// session check against the database: revocation stays immediate. Bounded: when full, expired
+/// entries go, then everything if that was not enough.
+pub struct VerifiedTokens {
+    entries: Mutex<HashMap<[u8; 32], VerifiedToken>>,
+    capacity: usize,
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize) -> Self {
+        VerifiedTokens {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], VerifiedToken>> {
+        // Nothing can panic while the lock is held; a poisoned map is still a consistent one.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, digest: &[u8; 32]) -> Option<VerifiedToken> {
+        self.entries().get(digest).cloned()
+    }
+
+    pub fn insert(&self, digest: [u8; 32], token: VerifiedToken, now: OffsetDateTime) {
+        let mut entries = self.entries();
+        if entries.len() >= self.capacity {
+            let leeway = i64::try_from(LEEWAY_SECS).unwrap_or(0);
+            entries.retain(|_, cached| cached.exp + leeway >= now.unix_timestamp());
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, token);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A new random refresh token.

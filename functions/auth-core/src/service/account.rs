@@ -17,16 +17,10 @@ impl Auth {
     /// `GET /me`: the token's signature, then its session and account in one statement.
     pub async fn me(&self, bearer: &str, now: OffsetDateTime) -> Result<Account, Error> {
         let subject = self.verify_signature(bearer, now).await?;
-        store::user_of_live_session(
-            &self.pool.get().await?,
-            subject.session_id,
-            subject.user_id,
-            now,
-            super::to_time(self.config.session_idle),
-        )
-        .await?
-        .map(|user| self.shown(user.into()))
-        .ok_or_else(|| Error::token("session ended"))
+        self.user_of_live_session(subject, now)
+            .await?
+            .map(|user| self.shown(user.into()))
+            .ok_or_else(|| Error::token("session ended"))
     }
 
     async fn current_user(&self, subject: TokenSubject) -> Result<UserRow, Error> {
@@ -62,9 +56,12 @@ impl Auth {
             self.config.password_min_score,
             self.config.pbkdf2_iterations,
         );
-        self.hashing
-            .run(move || password::hash_new_password(&new_password, &email, min_score, iterations))
-            .await?
+        // Strength scoring runs in the bounded pool, like the hash that follows it.
+        let normalised = self
+            .hashing
+            .run(move || password::check_new_password(&new_password, &email, min_score))
+            .await??;
+        password::hash_password(&self.hashing, &normalised, iterations).await
     }
 
     /// Changes the password after re-checking the current one; every other session ends, so a

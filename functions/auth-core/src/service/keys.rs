@@ -10,7 +10,7 @@ use super::to_time;
 use crate::config::{Config, SigningAlg};
 use crate::error::Error;
 use crate::store::{self, KeyScheduleEntry};
-use crate::token::{self, AccessTokenSettings, KeyRing, Rejection, TokenSubject};
+use crate::token::{self, AccessTokenSettings, KeyRing, Rejection, TokenSubject, VerifiedTokens};
 
 /// How long an instance trusts its copy of the key ring before re-reading it, so that keys
 /// created by another instance (rotation) are seen within this bound.
@@ -18,6 +18,9 @@ const KEY_RING_MAX_AGE: Duration = Duration::from_secs(60);
 /// An unknown `kid` may be a key another instance just made; re-read at most this often, so
 /// forged tokens cannot turn into a database load.
 const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Verified access tokens remembered per instance (about 100 bytes each): far more than the
+/// sessions one instance serves within a token's lifetime at any load it can carry.
+const VERIFIED_TOKENS_KEPT: usize = 16_384;
 
 /// Which keys to add to the schedule at `now`: the first key on a new database, and the next key
 /// once the current one nears the end of its period, published a lead time before it signs.
@@ -58,6 +61,7 @@ pub struct SigningKeys {
     /// One reload or rotation at a time per instance; the database lock orders instances.
     maintenance: tokio::sync::Mutex<()>,
     last_unknown_kid_reload: std::sync::Mutex<Option<Instant>>,
+    verified: VerifiedTokens,
 }
 
 impl SigningKeys {
@@ -70,6 +74,7 @@ impl SigningKeys {
             ring: RwLock::new(Arc::new(KeyRing::empty())),
             maintenance: tokio::sync::Mutex::new(()),
             last_unknown_kid_reload: std::sync::Mutex::new(None),
+            verified: VerifiedTokens::new(VERIFIED_TOKENS_KEPT),
         }
     }
 
@@ -169,7 +174,8 @@ impl SigningKeys {
         }
     }
 
-    /// Signature and claims only; reloads the ring once when the `kid` is new to us.
+    /// Signature and claims only; reloads the ring once when the `kid` is new to us. A token
+    /// verified before on this instance skips the signature check (see [`VerifiedTokens`]).
     pub async fn verify(
         &self,
         pool: &Pool,
@@ -177,18 +183,30 @@ impl SigningKeys {
         bearer: &str,
         now: OffsetDateTime,
     ) -> Result<TokenSubject, Error> {
-        match token::verify_access_token(&self.ring(), settings, bearer, now) {
-            Ok(subject) => Ok(subject),
-            Err(Rejection::Invalid(reason)) => Err(Error::token(reason)),
+        let digest = token::sha256(bearer.as_bytes());
+        if let Some(verified) = self.verified.get(&digest) {
+            return verified.recheck(&self.ring(), settings, now).map_err(
+                |rejection| match rejection {
+                    Rejection::Invalid(reason) => Error::token(reason),
+                    Rejection::UnknownKey => Error::token("unknown kid"),
+                },
+            );
+        }
+        let verified = match token::verify_access_token(&self.ring(), settings, bearer, now) {
+            Ok(verified) => verified,
+            Err(Rejection::Invalid(reason)) => return Err(Error::token(reason)),
             Err(Rejection::UnknownKey) => {
                 if !self.unknown_kid_reload_due() {
                     return Err(Error::token("unknown kid"));
                 }
                 self.maintain(pool, now).await?;
                 token::verify_access_token(&self.ring(), settings, bearer, now)
-                    .map_err(|_| Error::token("unknown kid"))
+                    .map_err(|_| Error::token("unknown kid"))?
             }
-        }
+        };
+        let subject = verified.subject;
+        self.verified.insert(digest, verified, now);
+        Ok(subject)
     }
 
     fn unknown_kid_reload_due(&self) -> bool {

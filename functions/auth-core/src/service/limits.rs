@@ -101,11 +101,9 @@ impl Auth {
             Some(password) => {
                 let stored = account.map_or_else(|| self.dummy_hash.clone(), |(_, h)| h.to_owned());
                 let iterations = self.config.pbkdf2_iterations;
-                let checked = password.clone();
-                let verification = self
-                    .hashing
-                    .run(move || password::verify_password(&checked, &stored, iterations))
-                    .await??;
+                let verification =
+                    password::verify_password(&self.hashing, &password, &stored, iterations)
+                        .await?;
                 match (account, verification) {
                     (Some(_), Verification::Match { needs_rehash }) => {
                         Some((password, needs_rehash))

@@ -7,6 +7,7 @@ mod email;
 mod idempotency;
 mod keys;
 mod limits;
+mod session_checks;
 mod sessions;
 mod sign_in;
 mod tokens;
@@ -120,6 +121,7 @@ pub struct Auth {
     pub keys: SigningKeys,
     refresh_secret: Vec<u8>,
     dummy_hash: String,
+    session_checks: session_checks::SessionChecks,
     /// The pruning task of this instance, stopped with it.
     housekeeping: tokio::task::AbortHandle,
     outbox: std::sync::Arc<email::Outbox>,
@@ -202,14 +204,14 @@ impl Auth {
     /// Connects, migrates, and makes sure the shared keys and secrets exist. Fails fast when the
     /// database is unreachable; the caller decides whether to retry.
     pub async fn init(config: Config) -> Result<Self, Error> {
+        // Before any token is signed or verified: jsonwebtoken fixes its provider at first use.
+        crate::es256::install();
         let pool = crate::db::create_pool(&config)?;
         crate::db::migrate(&config).await?;
         let hashing = HashingPool::new(config.max_concurrent_hashes, config.hash_queue)?;
         let refresh_secret = shared_secret(&pool, &config, REFRESH_SECRET_NAME).await?;
         let iterations = config.pbkdf2_iterations;
-        let dummy_hash = hashing
-            .run(move || password::hash_password(DUMMY_PASSWORD, iterations))
-            .await??;
+        let dummy_hash = password::hash_password(&hashing, DUMMY_PASSWORD, iterations).await?;
         let keys = SigningKeys::new(&config);
         keys.maintain(&pool, OffsetDateTime::now_utc()).await?;
         let housekeeping =
@@ -221,10 +223,12 @@ impl Auth {
             config.public_url.clone(),
         ));
         let mail_worker = tokio::spawn(std::sync::Arc::clone(&outbox).run()).abort_handle();
+        let session_checks = session_checks::SessionChecks::start(pool.clone());
         Ok(Auth {
             config,
             pool,
             hashing,
+            session_checks,
             metrics: crate::metrics::Metrics::default(),
             keys,
             refresh_secret,

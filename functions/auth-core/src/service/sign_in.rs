@@ -139,14 +139,11 @@ impl Auth {
             self.config.password_min_score,
             self.config.pbkdf2_iterations,
         );
-        let (email, password_hash) = self
+        let (email, password) = self
             .hashing
-            .run(move || {
-                let (email, password) =
-                    password::validate_credentials(&raw_email, &raw_password, min_score)?;
-                Ok::<_, Error>((email, password::hash_password(&password, iterations)?))
-            })
+            .run(move || password::validate_credentials(&raw_email, &raw_password, min_score))
             .await??;
+        let password_hash = password::hash_password(&self.hashing, &password, iterations).await?;
         Ok(UserRow {
             id: Uuid::now_v7(),
             email,
@@ -234,10 +231,8 @@ impl Auth {
             return Err(reused());
         };
         let (stored, iterations) = (user.password_hash.clone(), self.config.pbkdf2_iterations);
-        let verification = self
-            .hashing
-            .run(move || password::verify_password(&password, &stored, iterations))
-            .await??;
+        let verification =
+            password::verify_password(&self.hashing, &password, &stored, iterations).await?;
         if !matches!(verification, password::Verification::Match { .. }) {
             return Err(reused());
         }
@@ -395,10 +390,7 @@ impl Auth {
     async fn rehash(&self, user_id: Uuid, old_hash: &str, password: String) {
         let iterations = self.config.pbkdf2_iterations;
         let upgraded = async {
-            let new_hash = self
-                .hashing
-                .run(move || password::hash_password(&password, iterations))
-                .await??;
+            let new_hash = password::hash_password(&self.hashing, &password, iterations).await?;
             store::set_password_hash(&self.pool.get().await?, user_id, old_hash, &new_hash).await
         };
         if let Err(error) = upgraded.await {

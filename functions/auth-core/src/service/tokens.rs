@@ -108,6 +108,23 @@ impl Auth {
         Ok(())
     }
 
+    /// The session check behind every access token, batched with concurrent ones
+    /// ([`super::session_checks`]).
+    pub(super) async fn user_of_live_session(
+        &self,
+        subject: TokenSubject,
+        now: OffsetDateTime,
+    ) -> Result<Option<store::UserRow>, Error> {
+        self.session_checks
+            .user_of_live_session(store::SessionCheck {
+                session_id: subject.session_id,
+                user_id: subject.user_id,
+                now,
+                idle_limit: to_time(self.config.session_idle),
+            })
+            .await
+    }
+
     /// Signature and claims only, without the session check.
     pub(super) async fn verify_signature(
         &self,
@@ -137,14 +154,7 @@ impl Auth {
         subject: TokenSubject,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
-        let alive = store::session_is_alive(
-            &self.pool.get().await?,
-            subject.session_id,
-            subject.user_id,
-            now,
-            to_time(self.config.session_idle),
-        )
-        .await?;
+        let alive = self.user_of_live_session(subject, now).await?.is_some();
         if alive {
             Ok(())
         } else {

@@ -47,9 +47,9 @@ pub use limits::{
     take_rate_limit,
 };
 pub use sessions::{
-    NewSession, RotatedSession, Rotation, SessionRow, end_sessions_beyond, live_sessions,
-    revoke_other_sessions, revoke_session, revoke_user_session, rotate_refresh_token,
-    session_for_refresh_token, session_is_alive, start_session, user_of_live_session,
+    NewSession, RotatedSession, Rotation, SessionCheck, SessionRow, end_sessions_beyond,
+    live_sessions, revoke_other_sessions, revoke_session, revoke_user_session,
+    rotate_refresh_token, session_for_refresh_token, start_session, users_of_live_sessions,
 };
 pub use users::{
     KeyClaim, UserRow, claim_idempotency_key, delete_user, find_user, find_user_by_email,

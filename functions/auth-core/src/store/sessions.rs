@@ -184,47 +184,49 @@ pub async fn revoke_session(
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-/// Whether the session behind an access token is still alive. Every signed-in request asks, so
-/// the statement is prepared once per connection and each check is one round trip.
-pub async fn session_is_alive(
-    db: &impl GenericClient,
-    session_id: Uuid,
-    user_id: Uuid,
-    now: OffsetDateTime,
-    idle_limit: time::Duration,
-) -> Result<bool, Error> {
-    Ok(
-        user_of_live_session(db, session_id, user_id, now, idle_limit)
-            .await?
-            .is_some(),
-    )
+/// One access token's session check: its session and account, and the time it is asked at.
+pub struct SessionCheck {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub now: OffsetDateTime,
+    pub idle_limit: time::Duration,
 }
 
-/// The account behind an access token, while its session is alive: `GET /me`'s session check
-/// and read in one round trip.
-pub async fn user_of_live_session(
+/// The account behind each access token, while its session is alive: the session check of every
+/// signed-in request (and `GET /me`'s read), for several requests in one round trip. Each check
+/// keeps its own time. The statement is prepared once per connection.
+pub async fn users_of_live_sessions(
     db: &impl GenericClient,
-    session_id: Uuid,
-    user_id: Uuid,
-    now: OffsetDateTime,
-    idle_limit: time::Duration,
-) -> Result<Option<UserRow>, Error> {
+    checks: &[SessionCheck],
+) -> Result<Vec<Option<UserRow>>, Error> {
     let statement = db
         .prepare_cached(concat!(
-            "SELECT ",
+            "SELECT c.i, ",
             user_columns!(),
-            " FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id = $1 AND s.user_id = $2 AND ",
-            session_is_live!("$3", "$4")
+            " FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[]) \
+             WITH ORDINALITY AS c(sid, uid, now, idle_since, i) \
+             JOIN sessions s ON s.id = c.sid AND s.user_id = c.uid \
+             JOIN users u ON u.id = s.user_id WHERE ",
+            session_is_live!("c.now", "c.idle_since")
         ))
         .await?;
-    let row = db
-        .query_opt(
-            &statement,
-            &[&session_id, &user_id, &now, &(now - idle_limit)],
-        )
+    let session_ids: Vec<Uuid> = checks.iter().map(|c| c.session_id).collect();
+    let user_ids: Vec<Uuid> = checks.iter().map(|c| c.user_id).collect();
+    let nows: Vec<OffsetDateTime> = checks.iter().map(|c| c.now).collect();
+    let idle_since: Vec<OffsetDateTime> = checks.iter().map(|c| c.now - c.idle_limit).collect();
+    let rows = db
+        .query(&statement, &[&session_ids, &user_ids, &nows, &idle_since])
         .await?;
-    row.as_ref().map(|row| user_from(row, 0)).transpose()
+    let mut users: Vec<Option<UserRow>> = checks.iter().map(|_| None).collect();
+    for row in &rows {
+        let ordinal: i64 = row.try_get(0)?;
+        let slot = usize::try_from(ordinal - 1)
+            .ok()
+            .and_then(|index| users.get_mut(index))
+            .ok_or_else(|| Error::internal("session check", "row for no check"))?;
+        *slot = Some(user_from(row, 1)?);
+    }
+    Ok(users)
 }
 
 #[derive(Clone, Debug)]

@@ -93,6 +93,10 @@ async fn revoking_a_session_ends_its_tokens_at_once_on_every_instance() {
     let laptop = first.login_from("ann@example.com", "Laptop").await;
     let phone = first.login_from("ann@example.com", "Phone").await;
     let phone_id = crate::helpers::claim(&phone.access_token(), "sid");
+    // Both instances have accepted (and remember having verified) the phone's token.
+    for instance in [&first, &second] {
+        assert_eq!(instance.me(&phone.access_token()).await.status, 200);
+    }
     let reply = first
         .delete_with_token(
             &format!("/api/v1/sessions/{phone_id}"),
@@ -100,10 +104,12 @@ async fn revoking_a_session_ends_its_tokens_at_once_on_every_instance() {
         )
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text);
-    second
-        .me(&phone.access_token())
-        .await
-        .assert_problem(401, "invalid_token");
+    for instance in [&first, &second] {
+        instance
+            .me(&phone.access_token())
+            .await
+            .assert_problem(401, "invalid_token");
+    }
     second
         .refresh(&phone.refresh_token())
         .await
@@ -172,4 +178,37 @@ async fn signing_out_everywhere_else_keeps_only_the_current_session() {
         .await;
     assert_eq!(sessions.body["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(app.get("/api/v1/sessions").await.status, 401);
+}
+
+#[tokio::test]
+async fn concurrent_session_checks_each_get_their_own_answer() {
+    let app = spawn_app().await;
+    app.signed_up("ann@example.com").await;
+    app.signed_up("bob@example.com").await;
+    let mut tokens = Vec::new();
+    for (email, device) in [
+        ("ann@example.com", "A"),
+        ("bob@example.com", "B"),
+        ("ann@example.com", "C"),
+        ("bob@example.com", "D"),
+    ] {
+        tokens.push((email, app.login_from(email, device).await.access_token()));
+    }
+    // Ann's second session ends; its token must be refused however the checks are grouped.
+    let ended = crate::helpers::claim(&tokens[2].1, "sid");
+    let reply = app
+        .delete_with_token(&format!("/api/v1/sessions/{ended}"), &tokens[0].1)
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let replies =
+        futures::future::join_all((0..48).map(|i| app.me(&tokens[i % tokens.len()].1))).await;
+    for (i, reply) in replies.iter().enumerate() {
+        let (email, _) = tokens[i % tokens.len()];
+        if i % tokens.len() == 2 {
+            reply.assert_problem(401, "invalid_token");
+        } else {
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            assert_eq!(reply.body["email"], email);
+        }
+    }
 }
