@@ -134,7 +134,9 @@ export E2E_CHROMIUM="$chromium"
 echo "==> end-to-end tests (Chromium $("$chromium" --version 2>/dev/null | awk '{print $2}'), nginx, api-container)"
 # Only the plugins this suite asks for, whatever else the machine has installed.
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
-python3 -m pytest -p no:cacheprovider tests/e2e "$@" &
+# A hung browser call must fail the run, not hold it: faulthandler prints every thread's stack
+# after 5 minutes in one test, and the whole suite is stopped after 30.
+timeout --signal=TERM 1800 python3 -m pytest -p no:cacheprovider -o faulthandler_timeout=300 tests/e2e "$@" &
 pytest_pid=$!
 status=0
 wait "$pytest_pid" || status=$?
