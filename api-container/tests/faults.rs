@@ -538,6 +538,68 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     db.drop_now().await;
 }
 
+/// Sends one keep-alive GET on `stream` and reads its whole answer (bodies here are short).
+async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test]
+async fn a_connection_idle_at_sigterm_still_gets_its_next_request_answered_then_closed() {
+    let db = Database::create().await;
+    let port = free_port();
+    let service = start(&db.url, port, &[]);
+    let http = http_client();
+    wait_ready(&http, &format!("http://127.0.0.1:{port}")).await;
+    drop(http);
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let first = keep_alive_get(&mut idle, "/healthz").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+
+    // A client that took this connection from its pool as the signal arrived: its request is
+    // served, and told to go elsewhere, instead of meeting a closed socket.
+    terminate(&service);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = keep_alive_get(&mut idle, "/healthz").await;
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    assert!(
+        last.to_ascii_lowercase().contains("connection: close"),
+        "{last}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the server closed the connection after it: {closed:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "new connections are refused while draining"
+    );
+    let (status, logs) =
+        tokio::task::spawn_blocking(move || wait_exit(service, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{logs}");
+    db.drop_now().await;
+}
+
 #[tokio::test]
 async fn sigterm_under_load_finishes_every_request_without_a_5xx() {
     let db = Database::create().await;

@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -31,8 +33,17 @@ pub struct ServeLimits {
     pub drain_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets every open
-/// connection finish its in-flight requests (for at most `limits.drain_timeout`), and returns.
+/// How long, after the shutdown signal, open connections keep being served before idle ones are
+/// closed. Closing an idle keep-alive connection at once races a client that has just taken it
+/// from its pool to send a request: that request fails on the wire though the server never saw
+/// it. In this window every answer says `Connection: close`, so busy clients move off their
+/// connections cleanly; it ends early once every connection has closed.
+const LAST_REQUESTS_WINDOW: Duration = Duration::from_secs(1);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, answers what
+/// arrives on open connections for `LAST_REQUESTS_WINDOW` with `Connection: close`, lets every
+/// connection finish its in-flight requests (for at most `limits.drain_timeout` in all), and
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -51,7 +62,9 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let draining = Arc::new(AtomicBool::new(false));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -74,6 +87,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let draining_now = Arc::clone(&draining);
         let service = router
             .clone()
             .map_request(move |request: hyper::Request<Incoming>| {
@@ -82,6 +96,15 @@ pub async fn serve(
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
                 request
+            })
+            .map_response(move |mut response: axum::response::Response| {
+                // HTTP/1 closes after this answer; HTTP/2 drops the header and ends with GOAWAY.
+                if draining_now.load(Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             });
         let connection = builder.serve_connection_with_upgrades(
             TokioIo::new(stream),
@@ -96,8 +119,17 @@ pub async fn serve(
         });
     }
     drop(listener);
+    draining.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    let drain = async {
+        let window = LAST_REQUESTS_WINDOW.min(limits.drain_timeout);
+        // Every permit back means every connection has closed.
+        let all_closed =
+            connections.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
+        let _ = tokio::time::timeout(window, all_closed).await;
+        graceful.shutdown().await;
+    };
+    if tokio::time::timeout(limits.drain_timeout, drain)
         .await
         .is_err()
     {
