@@ -492,6 +492,20 @@ async fn slow_clients_are_cut_off_and_do_not_stop_normal_requests() {
     db.drop_now().await;
 }
 
+/// Sends one keep-alive GET on `stream` and reads its whole answer (bodies here are short).
+async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
     let db = Database::create().await;
@@ -506,13 +520,8 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let answer = keep_alive_get(&mut stream, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         held.push(stream);
     }
     let other = reqwest::Client::builder()
@@ -536,20 +545,6 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     drop(other);
     stop_cleanly(service);
     db.drop_now().await;
-}
-
-/// Sends one keep-alive GET on `stream` and reads its whole answer (bodies here are short).
-async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    String::from_utf8_lossy(&buf[..n]).to_string()
 }
 
 #[tokio::test]
