@@ -55,7 +55,7 @@ fi
 echo "==> Latchkey at http://$LISTEN_ADDR (Ctrl-C stops it)"
 if [ -z "${SMTP_URL:-}" ]; then
   # Deliberate development mode: follow verification and reset links from the log.
-  echo "==> SMTP_URL is unset: mail is not sent; each mail (verification and reset links included) is written to this log"
+  echo "==> SMTP_URL is unset: mail is not sent; each mail (reset links, and verification links when AUTH_EMAIL_VERIFICATION is set) is written to this log"
 fi
 "$api_bin" &
 service_pid=$!
