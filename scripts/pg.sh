@@ -32,7 +32,7 @@ install_postgres() {
   if ! command -v apt-get >/dev/null 2>&1; then
     die "no PostgreSQL server binaries (initdb, pg_ctl) and no apt-get: install PostgreSQL 13 or newer and put its bin folder on PATH"
   fi
-  if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq postgresql >/dev/null; }; then
+  if ! { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; then
     die "could not install PostgreSQL: run 'sudo apt-get install postgresql' (or your system's equivalent) and try again"
   fi
 }

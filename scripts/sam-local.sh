@@ -41,7 +41,7 @@ apt_install() {
   command -v apt-get >/dev/null 2>&1 || die "missing $*, and no apt-get to install it with: install $* and try again"
   echo "sam-local: installing $*" >&2
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 static() { [ -x "$1" ] && file -b "$1" | grep -Eq 'statically linked|static-pie linked'; }
 need=()

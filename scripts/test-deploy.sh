@@ -54,7 +54,7 @@ if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || fail "missing ${need[*]} and no apt-get to install them with"
   # Another apt run may hold the lock for a while (a fresh machine's provisioning): wait for it.
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 

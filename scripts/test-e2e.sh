@@ -33,7 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || die "missing ${need[*]} and no apt-get: install them and try again"
   # Another apt run (an image's set-up, say) may hold the lock for a while: wait for it.
   "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null \
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null \
     || die "could not install ${need[*]}: run 'sudo apt-get install ${need[*]}' and try again"
 fi
 export PATH="$PATH:/usr/sbin"

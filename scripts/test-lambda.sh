@@ -28,7 +28,7 @@ if [ ! -x "$tools/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${require
     sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
     { command -v apt-get >/dev/null 2>&1 && "${sudo[@]}" apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq python3-venv >/dev/null; } \
+      && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; } \
       || die "python3 cannot make a virtualenv: install python3-venv (or your system's equivalent)"
   fi
   python3 -m venv "$tools"

@@ -173,14 +173,33 @@ def test_a_dev_pipeline_on_the_wrong_branch_is_caught(broken):
     assert_flags(shape.check_triggers(broken), "dev.yml: triggers")
 
 
-def test_tests_without_a_postgresql_service_are_caught(broken):
-    del broken["checks.yml"]["jobs"]["rust"]["services"]
-    assert_flags(shape.check_full_checks(broken), "without a PostgreSQL service")
+def test_a_service_database_instead_of_make_tests_own_cluster_is_caught(broken):
+    rust = broken["checks.yml"]["jobs"]["rust"]
+    rust["services"] = {"postgres": {"image": "postgres:16.4"}}
+    rust["env"]["DATABASE_URL"] = "postgres://postgres:postgres@localhost:5432/postgres?sslmode=disable"
+    rust["env"]["LATCHKEY_SKIP_TLS_TESTS"] = "1"
+    problems = shape.check_full_checks(broken)
+    assert_flags(problems, "sets DATABASE_URL")
+    assert_flags(problems, "sets LATCHKEY_SKIP_TLS_TESTS")
+    assert_flags(problems, "has service containers")
 
 
-def test_tls_tests_left_on_against_the_service_are_caught(broken):
-    del broken["checks.yml"]["jobs"]["rust"]["env"]["LATCHKEY_SKIP_TLS_TESTS"]
-    assert_flags(shape.check_full_checks(broken), "LATCHKEY_SKIP_TLS_TESTS")
+def test_a_job_that_runs_make_test_but_not_ci_run_is_caught(broken):
+    rust = steps(broken, "checks.yml", "rust")
+    index = find(rust, r"bash \.ci/run")
+    rust[index]["run"] = "make test"
+    assert_flags(shape.check_full_checks(broken), "does not run the tests (.ci/run)")
+
+
+def test_the_browser_suite_without_a_chromium_on_ubuntu_is_caught(broken):
+    rust = steps(broken, "checks.yml", "rust")
+    del rust[find(rust, r"E2E_CHROMIUM=")]
+    assert_flags(shape.check_full_checks(broken), "no step names a Chromium")
+
+
+def test_a_timeout_too_short_for_a_cold_run_is_caught(broken):
+    broken["checks.yml"]["jobs"]["rust"]["timeout-minutes"] = 30
+    assert_flags(shape.check_full_checks(broken), "a cold run needs about an hour")
 
 
 def test_a_missing_template_linter_is_caught(broken):
@@ -205,7 +224,7 @@ def test_an_action_not_pinned_to_a_full_version_is_caught(broken, uses):
 
 
 def test_a_floating_service_image_is_caught(broken):
-    broken["checks.yml"]["jobs"]["rust"]["services"]["postgres"]["image"] = "postgres:latest"
+    broken["master.yml"]["jobs"]["release"]["services"]["postgres"]["image"] = "postgres:latest"
     assert_flags(shape.check_pinned_actions(broken), "not pinned to a version")
 
 
