@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Auth, ClientInfo, record_event};
+use super::{Auth, ClientInfo, KEY_KEPT, record_event};
 use crate::config::EmailVerification;
 use crate::error::Error;
 use crate::mail::{self, MailKind, Mailer, SendError};
@@ -250,8 +250,15 @@ impl Auth {
             if let Some(key) = idempotency_key {
                 let key_hash = token::sha256(key.as_bytes());
                 // A retry of a registration that committed: it was answered, and mailed, once.
-                if let store::KeyClaim::Used { .. } =
-                    store::claim_idempotency_key(&tx, &key_hash, "register", user.id, now).await?
+                if let store::KeyClaim::Used { .. } = store::claim_idempotency_key(
+                    &tx,
+                    &key_hash,
+                    "register",
+                    user.id,
+                    now,
+                    now - KEY_KEPT,
+                )
+                .await?
                 {
                     return Ok(());
                 }

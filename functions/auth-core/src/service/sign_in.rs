@@ -172,7 +172,15 @@ impl Auth {
             let tx = db.transaction().await?;
             if let Some(key) = idempotency_key {
                 let key_hash = token::sha256(key.as_bytes());
-                match store::claim_idempotency_key(&tx, &key_hash, "register", user.id, now).await?
+                match store::claim_idempotency_key(
+                    &tx,
+                    &key_hash,
+                    "register",
+                    user.id,
+                    now,
+                    now - KEY_KEPT,
+                )
+                .await?
                 {
                     store::KeyClaim::Claimed => {}
                     store::KeyClaim::Used { endpoint, user_id } => {

@@ -122,24 +122,31 @@ pub enum KeyClaim {
 }
 
 /// Claims an idempotency key for `user_id` inside the caller's transaction. A request holding
-/// the same key in a transaction not yet committed makes this wait for its outcome.
+/// the same key in a transaction not yet committed makes this wait for its outcome. A row from
+/// before `kept_since` no longer answers retries: it is taken over as if the key were new, so a
+/// key's lifetime does not depend on when the table was last pruned.
 pub async fn claim_idempotency_key(
     tx: &impl GenericClient,
     key_hash: &[u8; 32],
     endpoint: &str,
     user_id: Uuid,
     now: OffsetDateTime,
+    kept_since: OffsetDateTime,
 ) -> Result<KeyClaim, Error> {
-    let inserted = tx
+    let claimed = tx
         .execute(
             "INSERT INTO idempotency_keys (key_hash, endpoint, user_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING",
-            &[&key_hash.as_slice(), &endpoint, &user_id, &now],
+             VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO UPDATE \
+             SET endpoint = EXCLUDED.endpoint, user_id = EXCLUDED.user_id, \
+                 created_at = EXCLUDED.created_at \
+             WHERE idempotency_keys.created_at < $5",
+            &[&key_hash.as_slice(), &endpoint, &user_id, &now, &kept_since],
         )
         .await?;
-    if inserted == 1 {
+    if claimed == 1 {
         return Ok(KeyClaim::Claimed);
     }
+    // ON CONFLICT locked the row it did not update, so it is still there and still recent.
     let row = tx
         .query_one(
             "SELECT endpoint, user_id FROM idempotency_keys WHERE key_hash = $1",

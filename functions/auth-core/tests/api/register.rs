@@ -277,3 +277,45 @@ async fn concurrent_registrations_with_one_key_make_one_account() {
         .collect();
     assert_eq!(ids.len(), 1);
 }
+
+#[tokio::test]
+async fn a_registration_key_answers_retries_for_a_day_then_counts_as_new() {
+    use crate::helpers::STRONG_PASSWORD;
+    let app = crate::helpers::spawn_app_with(&[("AUTH_IP_REGISTRATIONS_PER_HOUR", "0")]).await;
+    let key = "registration-key-of-yesterday";
+    let first = register_with_key(&app, "ann@example.com", STRONG_PASSWORD, key).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    // Within the day the key belongs to Ann's registration.
+    register_with_key(&app, "bob@example.com", STRONG_PASSWORD, key)
+        .await
+        .assert_problem(422, "validation_failed");
+    // A day and a minute later, before any housekeeping has deleted the row, the key is free.
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE idempotency_keys SET created_at = created_at - interval '1 day 1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let later = register_with_key(&app, "bob@example.com", STRONG_PASSWORD, key).await;
+    assert_eq!(later.status, 201, "{}", later.text);
+    assert_ne!(later.body["user"]["id"], first.body["user"]["id"]);
+    // Ann's own retry is no longer a replay: her email is simply taken.
+    register_with_key(&app, "ann@example.com", STRONG_PASSWORD, "another-key")
+        .await
+        .assert_problem(409, "email_taken");
+    let owner: uuid::Uuid = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT user_id FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owner.to_string(),
+        later.body["user"]["id"].as_str().unwrap()
+    );
+}
