@@ -140,21 +140,47 @@ impl Drop for Auth {
 /// the request path, so that no request waits on a large delete.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The first pass comes soon after start-up rather than a whole interval later, so that a backlog
+/// left while no instance ran (or a fleet that restarts often, as Lambda copies do) is drained.
+const HOUSEKEEPING_FIRST_PASS: Duration = Duration::from_secs(5);
+
+/// Between two batches of one pass: a backlog of millions of rows is drained in minutes without
+/// keeping a connection and the database's disk busy back to back.
+const HOUSEKEEPING_BATCH_PAUSE: Duration = Duration::from_millis(50);
+
+/// At most this many batches per pass (a million rows per table); the next pass goes on.
+const HOUSEKEEPING_BATCHES_PER_PASS: usize = 200;
+
 async fn keep_house(pool: Pool, idle_limit: time::Duration) {
+    tokio::time::sleep(HOUSEKEEPING_FIRST_PASS).await;
     let mut interval = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; start-up has enough to do.
-    interval.tick().await;
     loop {
         interval.tick().await;
-        if let Err(error) = prune(&pool, OffsetDateTime::now_utc(), idle_limit).await {
+        if let Err(error) = prune(&pool, idle_limit, None).await {
             tracing::warn!(error = %crate::error::cause_chain(&error), "housekeeping postponed");
         }
     }
 }
 
-async fn prune(pool: &Pool, now: OffsetDateTime, idle_limit: time::Duration) -> Result<(), Error> {
-    store::prune_expired(&pool.get().await?, now, idle_limit).await
+/// One pass: batches until no table fills one (or the pass's limit). `at` fixes the time, for
+/// tests; otherwise each batch takes the time it runs at.
+async fn prune(
+    pool: &Pool,
+    idle_limit: time::Duration,
+    at: Option<OffsetDateTime>,
+) -> Result<(), Error> {
+    for batch in 0..HOUSEKEEPING_BATCHES_PER_PASS {
+        if batch > 0 {
+            tokio::time::sleep(HOUSEKEEPING_BATCH_PAUSE).await;
+        }
+        let now = at.unwrap_or_else(OffsetDateTime::now_utc);
+        let more = store::prune_expired(&pool.get().await?, now, idle_limit).await?;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn to_time(duration: Duration) -> time::Duration {
@@ -239,9 +265,9 @@ impl Auth {
         })
     }
 
-    /// One pass of the pruning every instance does each minute in the background.
+    /// One pass of the pruning every instance does each minute in the background, at `now`.
     pub async fn housekeeping(&self, now: OffsetDateTime) -> Result<(), Error> {
-        prune(&self.pool, now, to_time(self.config.session_idle)).await
+        prune(&self.pool, to_time(self.config.session_idle), Some(now)).await
     }
 
     pub async fn jwks(&self, now: OffsetDateTime) -> Result<serde_json::Value, Error> {

@@ -112,53 +112,67 @@ pub async fn take_rate_limit(
     Ok(Some(u64::try_from(wait).unwrap_or(1).max(1)))
 }
 
-/// Rows deleted per table per pass: small enough that a pass never holds locks for long, while
-/// passes come often enough (a share of logins and registrations) to keep up with any backlog.
+/// Rows deleted per table per batch: small enough that a batch never holds locks for long; a
+/// pass repeats batches while any table filled one (see [`prune_expired`]).
 const PRUNE_BATCH: i64 = 5000;
 
-/// Deletes what no longer matters: spent rate-limit counters, old runs of login failures, and
-/// sessions that are over (past their absolute end, idle too long, or revoked a day ago, so that
-/// a late reuse of their refresh token is still recognised for a while). Called now and then by
-/// the requests themselves, so no separate job is needed.
+/// Deletes one batch of what no longer matters: spent rate-limit counters, old runs of login
+/// failures, expired idempotency keys, sent mail and used links, and sessions that are over (past
+/// their absolute end, idle too long, or revoked a day ago, so that a late reuse of their refresh
+/// token is still recognised for a while). Returns whether a table filled its batch, so that more
+/// may be left: the caller repeats until none does.
 pub async fn prune_expired(
     db: &impl GenericClient,
     now: OffsetDateTime,
     idle_limit: time::Duration,
-) -> Result<(), Error> {
-    db.execute(
-        "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
-        &[&now, &PRUNE_BATCH],
-    )
-    .await?;
-    // A run of failures older than a day no longer slows anyone down.
-    db.execute(
-        "DELETE FROM password_failures WHERE (email_hash, network) IN \
-         (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
-        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
-    )
-    .await?;
-    // An idempotency key answers retries for a day.
-    db.execute(
-        "DELETE FROM idempotency_keys WHERE key_hash IN \
-         (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
-    )
-    .await?;
-    db.execute(
-        "DELETE FROM idempotent_requests WHERE key_hash IN \
-         (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
-        &[&(now - time::Duration::DAY), &PRUNE_BATCH],
-    )
-    .await?;
-    super::prune_mail(db, now, PRUNE_BATCH).await?;
+) -> Result<bool, Error> {
     let a_day_ago = now - time::Duration::DAY;
-    db.execute(
-        "DELETE FROM sessions WHERE id IN ( \
-             (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $3) \
-             UNION (SELECT id FROM sessions WHERE last_used_at < $2 LIMIT $3) \
-             UNION (SELECT id FROM sessions WHERE revoked_at < $4 LIMIT $3))",
-        &[&now, &(now - idle_limit), &PRUNE_BATCH, &a_day_ago],
-    )
-    .await?;
-    Ok(())
+    let mut deleted = Vec::with_capacity(5);
+    deleted.push(
+        db.execute(
+            "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
+            &[&now, &PRUNE_BATCH],
+        )
+        .await?,
+    );
+    // A run of failures older than a day no longer slows anyone down.
+    deleted.push(
+        db.execute(
+            "DELETE FROM password_failures WHERE (email_hash, network) IN \
+             (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
+            &[&a_day_ago, &PRUNE_BATCH],
+        )
+        .await?,
+    );
+    // An idempotency key answers retries for a day (the claims ignore older rows already).
+    deleted.push(
+        db.execute(
+            "DELETE FROM idempotency_keys WHERE key_hash IN \
+             (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+            &[&a_day_ago, &PRUNE_BATCH],
+        )
+        .await?,
+    );
+    deleted.push(
+        db.execute(
+            "DELETE FROM idempotent_requests WHERE key_hash IN \
+             (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
+            &[&a_day_ago, &PRUNE_BATCH],
+        )
+        .await?,
+    );
+    super::prune_mail(db, now, PRUNE_BATCH).await?;
+    deleted.push(
+        db.execute(
+            "DELETE FROM sessions WHERE id IN ( \
+                 (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $3) \
+                 UNION (SELECT id FROM sessions WHERE last_used_at < $2 LIMIT $3) \
+                 UNION (SELECT id FROM sessions WHERE revoked_at < $4 LIMIT $3))",
+            &[&now, &(now - idle_limit), &PRUNE_BATCH, &a_day_ago],
+        )
+        .await?,
+    );
+    Ok(deleted
+        .iter()
+        .any(|rows| *rows >= PRUNE_BATCH.unsigned_abs()))
 }

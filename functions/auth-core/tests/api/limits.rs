@@ -289,3 +289,63 @@ async fn spent_counters_and_dead_sessions_are_cleaned_up_off_the_request_path() 
         "live sessions are kept"
     );
 }
+
+/// Each instance prunes in the background, first a few seconds after it starts, then each minute;
+/// a pass repeats its 5 000-row batches while a table fills one, so a backlog of several batches
+/// is gone after one pass, with no request and no direct call.
+#[tokio::test]
+async fn a_backlog_of_several_batches_is_drained_by_the_background_pass_alone() {
+    let app = spawn_app_with(&[]).await;
+    let user = app.signed_up("owner@example.com").await;
+    let user_id = uuid::Uuid::parse_str(user.body["user"]["id"].as_str().unwrap()).unwrap();
+    let db = app.db.client().await;
+    db.batch_execute(
+        "INSERT INTO rate_limits (bucket, tat) \
+         SELECT 'old:' || g, now() - interval '1 hour' FROM generate_series(1, 12000) g; \
+         INSERT INTO idempotent_requests (key_hash, fingerprint, session_id, created_at) \
+         SELECT sha256(('r' || g)::bytea), sha256(g::text::bytea), NULL, now() - interval '2 days' \
+         FROM generate_series(1, 12000) g;",
+    )
+    .await
+    .unwrap();
+    // Three batches' worth of sessions over in each way, and one that is not.
+    db.execute(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, revoked_at) \
+         SELECT gen_random_uuid(), $1, now() - interval '40 days', \
+                CASE WHEN g % 3 = 1 THEN now() - interval '40 days' ELSE now() END, \
+                CASE WHEN g % 3 = 0 THEN now() - interval '1 day' ELSE now() + interval '1 day' END, \
+                CASE WHEN g % 3 = 2 THEN now() - interval '2 days' END \
+         FROM generate_series(1, 36000) g",
+        &[&user_id],
+    )
+    .await
+    .unwrap();
+    // A second instance on the same database: its first pass is due a few seconds after start.
+    let second = crate::helpers::spawn_app_on(app.db.clone(), &[]).await;
+    let left = || async {
+        db.query_one(
+            "SELECT (SELECT count(*) FROM rate_limits WHERE bucket LIKE 'old:%') \
+                  + (SELECT count(*) FROM idempotent_requests) \
+                  + (SELECT count(*) FROM sessions WHERE user_id = $1) - 1",
+            &[&user_id],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while left().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} rows of the backlog still there after a minute",
+            left().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.me(&user.access_token()).await.status,
+        200,
+        "the live session is kept"
+    );
+    drop(second);
+}
