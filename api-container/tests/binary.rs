@@ -51,17 +51,20 @@ fn database_settings_that_cannot_work_stop_start_up_before_the_port_is_bound() {
     }
 }
 
-/// The binary exits 2 naming `variable`, and never bound its port.
+/// The binary exits 2 naming `variable` without trying its port: the port is held by the test
+/// throughout, so a binary that bound first would fail on "address in use" instead.
 fn assert_refused_before_binding(url: &str, extra: &[(&str, &str)], variable: &str) {
-    let port = free_port();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
     let child = start(url, port, extra);
     let (status, output) = wait_exit(child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains(variable), "{output}");
     assert!(
-        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-        "the port was never bound"
+        !output.to_lowercase().contains("in use"),
+        "it tried the port before refusing the setting: {output}"
     );
+    drop(held);
 }
 
 /// Every form a secret could take in a log line: as is, base64 (both alphabets, padded or not),
@@ -459,6 +462,133 @@ async fn ctrl_c_stops_it_cleanly_and_off_a_terminal_it_logs_json_lines() {
         let parsed: Result<Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not a JSON line: {line}");
     }
+    db.drop_now().await;
+}
+
+/// Starts the binary on a pseudo-terminal (util-linux's `script`) with LOG_FORMAT unset; returns
+/// `script` and the file where the terminal's output goes.
+fn run_on_a_terminal(database_url: &str, port: u16) -> (std::process::Child, std::path::PathBuf) {
+    let screen =
+        std::env::temp_dir().join(format!("api-container-tty-{}.log", uuid::Uuid::new_v4()));
+    let child = Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command"])
+        .arg(format!("exec {BINARY}"))
+        .arg(&screen)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("AUTH_PBKDF2_ITERATIONS", "1000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, screen)
+}
+
+#[tokio::test]
+async fn on_a_terminal_it_logs_text_for_people_not_json() {
+    let db = Database::create().await;
+    let port = free_port();
+    let (mut terminal, screen) = run_on_a_terminal(&db.url, port);
+    wait_ready(&http_client(), &format!("http://127.0.0.1:{port}")).await;
+    // Ctrl-C on the terminal: SIGINT to its foreground process group, which `script` made of
+    // the service alone (a session of its own, led by the shell that exec'd the binary).
+    let service = Command::new("pgrep")
+        .args(["-P", &terminal.id().to_string()])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&service.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "no service under the terminal");
+    let group = format!("-{pid}");
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = terminal.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let shown = String::from_utf8_lossy(&std::fs::read(&screen).unwrap()).into_owned();
+    std::fs::remove_file(&screen).unwrap();
+    assert!(status.success(), "{shown}");
+    let lines: Vec<&str> = shown
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert!(
+        lines.iter().any(|line| line.contains("shutting down")),
+        "{shown}"
+    );
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<Value>(line.trim()).is_err(),
+            "a JSON line on a terminal: {line}"
+        );
+    }
+    // tracing's pretty format: the level word and the event's fields on lines of their own.
+    assert!(shown.contains("INFO"), "{shown}");
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn an_unexpected_fault_logs_its_cause_under_the_request_id_and_answers_only_500() {
+    let db = Database::create().await;
+    let port = free_port();
+    let child = start(&db.url, port, &[]);
+    let http = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let credentials = json!({"email": "ann@example.com", "password": "Sekrit-Passphrase-4-a-500"});
+    let registered = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    // A schema the code does not expect: the failed login's event cannot be recorded.
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE security_events RENAME COLUMN user_agent TO agent")
+        .await
+        .unwrap();
+    let reply = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "ann@example.com", "password": "not the passphrase at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 500);
+    let request_id = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = reply.text().await.unwrap();
+    assert!(body.contains("\"internal\""), "{body}");
+    assert!(
+        !body.contains("user_agent") && !body.contains("security_events"),
+        "{body}"
+    );
+    let logs = stop_cleanly(child);
+    let failure: Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["request_id"] == request_id.as_str() && line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error line for request {request_id}: {logs}"));
+    let cause = failure["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("user_agent") && cause.contains("security_events"),
+        "the log names the cause: {failure}"
+    );
+    assert!(!logs.contains("not the passphrase at all"), "{logs}");
     db.drop_now().await;
 }
 

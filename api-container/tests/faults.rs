@@ -148,8 +148,10 @@ async fn a_database_crash_under_load_gives_503s_then_recovers_by_itself_losing_n
         .await
         .unwrap();
     assert_eq!(me.status(), 503);
-    // Answered once the pool gives up (DB_POOL_TIMEOUT_MS, 1 s here, for the wait and for the
-    // connection attempt), not when the client's own 20 s timeout would end it.
+    // Answered once the pool gives up, not when the client's own 20 s timeout would end it:
+    // DB_POOL_TIMEOUT_MS (1 s here) bounds each of the pool's three steps (waiting for a slot,
+    // recycling an idle connection, connecting), so at most 3 s, and 2 s of slack for a busy
+    // 2-core machine.
     let waited = asked.elapsed();
     assert!(
         waited < Duration::from_secs(5),
