@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use crate::helpers::{Reply, STRONG_PASSWORD, TestApp, spawn_app_on, spawn_app_with};
 use crate::smtp::SmtpSink;
 
-const NEW_PASSWORD: &str = "velvet giraffe orbits quietly";
+pub(crate) const NEW_PASSWORD: &str = "velvet giraffe orbits quietly";
 
-async fn app_with_mail(sink: &SmtpSink, verification: &str) -> TestApp {
+pub(crate) async fn app_with_mail(sink: &SmtpSink, verification: &str) -> TestApp {
     spawn_app_with(&[
         ("SMTP_URL", &sink.url()),
         ("AUTH_EMAIL_VERIFICATION", verification),
@@ -31,17 +31,17 @@ fn bool_claim(token: &str, name: &str) -> Option<bool> {
 }
 
 impl TestApp {
-    async fn verify(&self, token: &str) -> Reply {
+    pub(crate) async fn verify(&self, token: &str) -> Reply {
         self.post_json("/api/v1/auth/verify-email", &json!({ "token": token }))
             .await
     }
 
-    async fn request_reset(&self, email: &str) -> Reply {
+    pub(crate) async fn request_reset(&self, email: &str) -> Reply {
         self.post_json("/api/v1/auth/password-reset", &json!({ "email": email }))
             .await
     }
 
-    async fn confirm_reset(&self, token: &str, new_password: &str) -> Reply {
+    pub(crate) async fn confirm_reset(&self, token: &str, new_password: &str) -> Reply {
         self.post_json(
             "/api/v1/auth/password-reset/confirm",
             &json!({ "token": token, "new_password": new_password }),
@@ -49,7 +49,7 @@ impl TestApp {
         .await
     }
 
-    async fn event_types(&self, access_token: &str) -> Vec<String> {
+    pub(crate) async fn event_types(&self, access_token: &str) -> Vec<String> {
         self.get_with_token("/api/v1/me/events", access_token)
             .await
             .body["events"]
@@ -61,7 +61,7 @@ impl TestApp {
     }
 
     /// The outbox rows matching `condition`.
-    async fn outbox_rows(&self, condition: &str) -> i64 {
+    pub(crate) async fn outbox_rows(&self, condition: &str) -> i64 {
         self.db
             .client()
             .await
@@ -76,7 +76,7 @@ impl TestApp {
 }
 
 /// The parts of two answers a client could tell apart by: status, body, cookies, cache header.
-fn assert_alike(first: &Reply, second: &Reply) {
+pub(crate) fn assert_alike(first: &Reply, second: &Reply) {
     assert_eq!(
         first.status, second.status,
         "{} / {}",
@@ -416,7 +416,7 @@ async fn while_the_mail_server_is_down_requests_succeed_and_every_mail_arrives_o
     assert_eq!(tokens_left, 0, "a sent mail keeps no token");
 }
 
-async fn wait_until_outbox_is_empty(app: &TestApp) {
+pub(crate) async fn wait_until_outbox_is_empty(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while app.outbox_rows("sent_at IS NULL").await > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the outbox drains");

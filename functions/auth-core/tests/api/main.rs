@@ -13,6 +13,7 @@ mod keys;
 mod limits;
 mod login;
 mod logout;
+mod mail_outbox;
 mod operations;
 mod protocol;
 mod refresh;
