@@ -1,13 +1,16 @@
 //! The outbox against mail servers that misbehave: away for longer than a day, speaking TLS
-//! (STARTTLS and implicit) with a private CA, or presenting an untrusted certificate. Requests
-//! never wait for any of them; mail is never lost.
+//! (STARTTLS and implicit) with a private CA, presenting an untrusted certificate, or accepting
+//! connections and never answering. Requests never wait for any of them; mail is never lost.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::email::{app_with_mail, wait_until_outbox_is_empty};
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{STRONG_PASSWORD, TestApp, spawn_app_with};
 use crate::smtp::{SinkTls, SmtpSink, TestCa};
 
 /// Waits until the worker has tried (and failed) at least once: a mail claimed, not sent.
@@ -135,3 +138,99 @@ async fn a_mail_server_with_an_untrusted_certificate_gets_no_mail_and_no_request
     }
 }
 
+/// A server that accepts connections and never says a word; it counts the connections.
+struct SilentServer {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        SilentServer {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    /// Closes the listener and every connection it holds.
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn a_mail_server_that_never_answers_holds_up_no_request_and_mail_follows_from_a_good_one() {
+    let silent = SilentServer::start().await;
+    let port = silent.port;
+    let app = spawn_app_with(&[
+        ("SMTP_URL", &format!("smtp://127.0.0.1:{port}")),
+        ("AUTH_EMAIL_VERIFICATION", "optional"),
+        ("AUTH_IP_REGISTRATIONS_PER_HOUR", "0"),
+    ])
+    .await;
+    app.signed_up("ray@example.com").await;
+    // The worker is now stuck in a conversation that never starts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while silent.accepted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Each answer comes back well within the 20 s the worker may wait for the server: the bound
+    // is a correctness check (nothing waits for the mail server), not a speed test.
+    let bound = Duration::from_secs(10);
+    let timed = |started: std::time::Instant, what: &str| {
+        let took = started.elapsed();
+        assert!(
+            took < bound,
+            "{what} took {took:?} while the mail server hangs"
+        );
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.register("sam@example.com", STRONG_PASSWORD)
+            .await
+            .status,
+        201
+    );
+    timed(started, "a registration");
+    let started = std::time::Instant::now();
+    assert_eq!(app.request_reset("ray@example.com").await.status, 202);
+    timed(started, "a reset request");
+    let started = std::time::Instant::now();
+    let resent = app
+        .post_json(
+            "/api/v1/auth/verify-email/resend",
+            &json!({"email": "sam@example.com"}),
+        )
+        .await;
+    assert_eq!(resent.status, 202);
+    timed(started, "a resend");
+
+    // A working server takes the hanging one's place: every mail arrives, once.
+    silent.stop().await;
+    let sink = SmtpSink::start_on(port).await;
+    let ray = sink.wait_for("ray@example.com", 2).await;
+    assert!(ray.iter().any(|mail| mail.token("verify").is_some()));
+    assert!(ray.iter().any(|mail| mail.token("reset").is_some()));
+    sink.wait_for("sam@example.com", 2).await;
+    wait_until_outbox_is_empty(&app).await;
+    assert_eq!(sink.mails().len(), 4, "each mail once: {:?}", sink.mails());
+}

@@ -195,6 +195,11 @@ impl SmtpSink {
         Self::start_with(mode, Some((ca.server_cert(), ca.server_key()))).await
     }
 
+    /// A plain server on `port` (taking over from another server that listened there).
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_with_port(port, SinkTls::None, None).await
+    }
+
     async fn start_with(mode: SinkTls, identity: Option<(PathBuf, PathBuf)>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
