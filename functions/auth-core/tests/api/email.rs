@@ -510,3 +510,45 @@ async fn a_link_waiting_in_the_outbox_is_sealed_and_erased_once_sent() {
     wait_until_outbox_is_empty(&app).await;
     assert_eq!(app.outbox_rows("link_token IS NOT NULL").await, 0);
 }
+
+/// The hashing pool's count of PBKDF2 derivations, as `/metrics` shows it.
+pub(crate) async fn derivations(app: &TestApp) -> u64 {
+    let metrics = app.get("/metrics").await;
+    metrics
+        .text
+        .lines()
+        .find_map(|line| line.strip_prefix("latchkey_password_derivations_total "))
+        .unwrap_or_else(|| panic!("no derivations counter in {}", metrics.text))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_verification_required_a_taken_and_a_new_email_each_spend_one_password_hash() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, "required").await;
+    let before = derivations(&app).await;
+    let new = app.register("kim@example.com", STRONG_PASSWORD).await;
+    let after_new = derivations(&app).await;
+    let taken = app
+        .register("KIM@example.com", "another fine passphrase here")
+        .await;
+    let after_taken = derivations(&app).await;
+    assert_alike(&new, &taken);
+    assert_eq!(new.status, 202, "{}", new.text);
+    assert_eq!(after_new - before, 1, "a new email costs one hash");
+    assert_eq!(
+        after_taken - after_new,
+        1,
+        "a taken email costs the same hash, although nothing is stored"
+    );
+    // A password the policy refuses is refused before any hash, for both alike.
+    app.register("kim@example.com", "password")
+        .await
+        .assert_problem(422, "validation_failed");
+    app.register("lee@example.com", "password")
+        .await
+        .assert_problem(422, "validation_failed");
+    assert_eq!(derivations(&app).await, after_taken);
+}
