@@ -626,3 +626,107 @@ async fn a_verification_link_works_only_for_the_address_it_was_sent_to() {
         .unwrap();
     assert_eq!(app.verify(&fresh).await.status, 204);
 }
+
+/// Asserts a 429 as the contract says: `too_many_requests` with a positive `Retry-After`.
+#[track_caller]
+fn assert_limited(reply: &Reply) {
+    reply.assert_problem(429, "too_many_requests");
+    let retry_after: u64 = reply
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "within the hour: {retry_after}"
+    );
+}
+
+#[tokio::test]
+async fn resends_are_limited_to_five_an_hour_per_account_known_or_not() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, "required").await;
+    assert_eq!(
+        app.register("oli@example.com", STRONG_PASSWORD)
+            .await
+            .status,
+        202
+    );
+    let app_ref = &app;
+    let resend = move |email: &'static str| async move {
+        app_ref
+            .post_json(
+                "/api/v1/auth/verify-email/resend",
+                &json!({ "email": email }),
+            )
+            .await
+    };
+    for _ in 0..5 {
+        assert_eq!(resend("oli@example.com").await.status, 202);
+        assert_eq!(resend("nobody@example.com").await.status, 202);
+    }
+    let known = resend("OLI@example.com").await;
+    let unknown = resend("nobody@example.com").await;
+    assert_limited(&known);
+    assert_limited(&unknown);
+    assert_eq!(known.text, unknown.text);
+    // Another account from the same network still has its own budget.
+    assert_eq!(resend("pam@example.com").await.status, 202);
+    // The registration's link and five resends: the sixth was not mailed.
+    sink.wait_for("oli@example.com", 6).await;
+    wait_until_outbox_is_empty(&app).await;
+    assert_eq!(
+        sink.mails()
+            .iter()
+            .filter(|mail| mail.to == "oli@example.com")
+            .count(),
+        6
+    );
+}
+
+/// Sends `count` requests to `path`, each for another address, from one network.
+async fn one_per_address(app: &TestApp, path: &str, count: usize, tag: &str) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for i in 0..count {
+        replies.push(
+            app.post_json(path, &json!({ "email": format!("{tag}{i}@example.com") }))
+                .await,
+        );
+    }
+    replies
+}
+
+#[tokio::test]
+async fn resends_are_limited_to_thirty_an_hour_per_client_network() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, "required").await;
+    let path = "/api/v1/auth/verify-email/resend";
+    for reply in one_per_address(&app, path, 30, "net").await {
+        assert_eq!(reply.status, 202, "{}", reply.text);
+    }
+    // A fresh address, within its own budget: the network's is spent.
+    assert_limited(
+        &app.post_json(path, &json!({"email": "fresh@example.com"}))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn reset_requests_are_limited_to_thirty_an_hour_per_client_network() {
+    let sink = SmtpSink::start().await;
+    let app = app_with_mail(&sink, "off").await;
+    app.signed_up("quin@example.com").await;
+    let path = "/api/v1/auth/password-reset";
+    for reply in one_per_address(&app, path, 30, "reset").await {
+        assert_eq!(reply.status, 202, "{}", reply.text);
+    }
+    // Even an account with its own budget untouched gets no link from this network now.
+    assert_limited(&app.request_reset("quin@example.com").await);
+    wait_until_outbox_is_empty(&app).await;
+    assert!(
+        sink.mails()
+            .iter()
+            .all(|mail| mail.to != "quin@example.com"),
+        "no link was mailed"
+    );
+}
