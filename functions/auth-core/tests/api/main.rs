@@ -7,6 +7,7 @@ mod helpers;
 
 mod account;
 mod email;
+mod email_keys;
 mod forged;
 mod idempotency;
 mod keys;
