@@ -51,6 +51,19 @@ fn database_settings_that_cannot_work_stop_start_up_before_the_port_is_bound() {
     }
 }
 
+#[test]
+fn an_smtp_ca_file_that_is_not_pem_stops_start_up_before_the_port_is_bound() {
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    assert_refused_before_binding(
+        "postgres://nobody@127.0.0.1:1/none",
+        &[
+            ("SMTP_URL", "smtps://mail.example.com"),
+            ("SMTP_CA_FILE", not_pem),
+        ],
+        "SMTP_CA_FILE",
+    );
+}
+
 /// The binary exits 2 naming `variable`, and never bound its port.
 fn assert_refused_before_binding(url: &str, extra: &[(&str, &str)], variable: &str) {
     let port = free_port();
