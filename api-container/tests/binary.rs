@@ -51,6 +51,19 @@ fn database_settings_that_cannot_work_stop_start_up_before_the_port_is_bound() {
     }
 }
 
+#[test]
+fn an_smtp_ca_file_that_is_not_pem_stops_start_up_before_the_port_is_bound() {
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    assert_refused_before_binding(
+        "postgres://nobody@127.0.0.1:1/none",
+        &[
+            ("SMTP_URL", "smtps://mail.example.com"),
+            ("SMTP_CA_FILE", not_pem),
+        ],
+        "SMTP_CA_FILE",
+    );
+}
+
 /// The binary exits 2 naming `variable` without trying its port: the port is held by the test
 /// throughout, so a binary that bound first would fail on "address in use" instead.
 fn assert_refused_before_binding(url: &str, extra: &[(&str, &str)], variable: &str) {
@@ -770,5 +783,117 @@ async fn two_running_instances_rotate_their_signing_key_by_themselves() {
     assert!(wiped.is_none(), "the retired key's private half is wiped");
     stop_cleanly(a);
     stop_cleanly(b);
+    db.drop_now().await;
+}
+
+/// The link of `page` in the first log line that carries one, once the service has logged it.
+async fn logged_link(log: &std::path::Path, page: &str, nth: usize) -> (String, Value) {
+    let marker = format!("/{page}/#token=");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| {
+                line["link"]
+                    .as_str()
+                    .is_some_and(|link| link.contains(&marker))
+            })
+            .collect();
+        if let Some(line) = found.get(nth - 1) {
+            let link = line["link"].as_str().unwrap().to_owned();
+            return (link, line.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {page} link number {nth} in the log within 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_smtp_url_each_mail_is_logged_with_a_link_that_works_and_no_password() {
+    let db = Database::create().await;
+    let port = free_port();
+    // No SMTP_URL (start() clears the environment): mail goes to the log.
+    let child = start(
+        &db.url,
+        port,
+        &[
+            ("AUTH_EMAIL_VERIFICATION", "required"),
+            ("AUTH_PUBLIC_URL", "https://app.example.com"),
+        ],
+    );
+    let log = child.log.clone();
+    let http = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
+
+    let password = "Logged-Mail-Passphrase-4-test";
+    let new_password = "Another-Logged-Mail-Passphrase-4-test";
+    let registered = post(
+        "/api/v1/auth/register",
+        json!({"email": "ann@example.com", "password": password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.status(), 202);
+    let (link, line) = logged_link(&log, "verify", 1).await;
+    assert!(
+        link.starts_with("https://app.example.com/verify/#token="),
+        "{link}"
+    );
+    assert_eq!(line["to"], "ann@example.com", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SMTP_URL is unset")),
+        "{line}"
+    );
+    // The logged link is the real one: it verifies the account.
+    let token = link.split("#token=").nth(1).unwrap();
+    let verified = post("/api/v1/auth/verify-email", json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 204);
+
+    // A reset link the same way, and the new password it sets works.
+    let requested = post(
+        "/api/v1/auth/password-reset",
+        json!({"email": "ann@example.com"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(requested.status(), 202);
+    let (reset_link, _) = logged_link(&log, "reset", 1).await;
+    let confirmed = post(
+        "/api/v1/auth/password-reset/confirm",
+        json!({"token": reset_link.split("#token=").nth(1).unwrap(), "new_password": new_password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(confirmed.status(), 204);
+    let signed_in = post(
+        "/api/v1/auth/login",
+        json!({"email": "ann@example.com", "password": new_password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signed_in.status(), 200);
+
+    let logs = stop_cleanly(child);
+    assert!(
+        logs.contains("SMTP_URL is unset: mail is written to the log"),
+        "the start-up warning: {logs}"
+    );
+    for secret in [password, new_password] {
+        assert!(
+            !logs.contains(secret),
+            "a password reached the logs: {secret}"
+        );
+    }
     db.drop_now().await;
 }

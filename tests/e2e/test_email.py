@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+import a11y
 from harness import call, start_stack, stop_stack
 from mailbox import Mailbox
 from pages import expect_account, sign_up, strong_password, unique_email
@@ -82,6 +83,32 @@ def test_sign_up_then_verify_from_the_mail_and_the_banner_is_gone(browsers, mail
     expect(banner).to_contain_text("not verified")
 
     open_link(page, mailbox.link(email, "verify"))
+    expect(page.locator("#verify-result")).to_contain_text("verified")
+    expect(page).to_have_url(re.compile(r"/verify/$"))
+    page.get_by_role("link", name="Continue to your account").click()
+    expect_account(page, email)
+    expect(banner).to_be_hidden()
+
+
+def test_the_banners_resend_button_mails_a_second_link_says_so_and_that_link_verifies(browsers, mailbox):
+    email = unique_email("resend")
+    page = browsers.page()
+    sign_up(page, email, strong_password())
+    banner = page.locator("#verify-banner")
+    expect(banner).to_be_visible()
+    mailbox.wait_for(email, 1)
+
+    banner.get_by_role("button", name="Send a new link").click()
+    # The page says so in the banner and in the status region that screen readers announce.
+    expect(banner).to_contain_text(f"A new link is on its way to {email}")
+    expect(page.get_by_role("status")).to_have_text("A new verification link was sent.")
+    mails = mailbox.wait_for(email, 2)
+    assert len(mails) == 2, mails
+    first, second = mailbox.link(email, "verify", 1), mailbox.link(email, "verify", 2)
+    assert first != second
+    a11y.check(page, "account-verification-resent")
+
+    open_link(page, second)
     expect(page.locator("#verify-result")).to_contain_text("verified")
     expect(page).to_have_url(re.compile(r"/verify/$"))
     page.get_by_role("link", name="Continue to your account").click()

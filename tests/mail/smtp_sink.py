@@ -1,6 +1,11 @@
 """A real SMTP server for the tests: aiosmtpd, storing each message it accepts as one file.
 
     python3 tests/mail/smtp_sink.py --port 2525 --dir /tmp/mail
+    python3 tests/mail/smtp_sink.py --port 2525 --dir /tmp/mail --tls starttls --cert c.pem --key k.pem
+    python3 tests/mail/smtp_sink.py --port 2465 --dir /tmp/mail --tls implicit --cert c.pem --key k.pem
+
+With --tls starttls the server offers STARTTLS and refuses mail without it; with --tls implicit
+it speaks TLS from the first byte (smtps). Each stored message says whether it came over TLS.
 
 Each accepted message becomes <dir>/<arrival ns>-<uuid>.json: the envelope's recipients, the
 subject, and the plain and HTML bodies decoded (so the tests read links without a MIME parser),
@@ -10,6 +15,7 @@ sees half a message. Prints "ready" once it listens; stops on SIGTERM.
 
 import argparse
 import email
+import ssl
 import email.policy
 import json
 import os
@@ -41,6 +47,8 @@ class StoreEachMessage:
             "text": body("plain"),
             "html": body("html"),
             "raw": raw.decode("utf-8", "replace"),
+            # After STARTTLS the transport is the TLS one; with implicit TLS it always was.
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
         }
         name = f"{time.time_ns()}-{uuid.uuid4().hex}"
         temporary = os.path.join(self.folder, f".{name}.tmp")
@@ -55,9 +63,27 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none")
+    parser.add_argument("--cert", help="PEM certificate chain for --tls")
+    parser.add_argument("--key", help="PEM private key for --tls")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    controller = Controller(StoreEachMessage(args.dir), hostname=args.host, port=args.port)
+    handler = StoreEachMessage(args.dir)
+    if args.tls == "none":
+        controller = Controller(handler, hostname=args.host, port=args.port)
+    else:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+        if args.tls == "starttls":
+            controller = Controller(
+                handler,
+                hostname=args.host,
+                port=args.port,
+                tls_context=context,
+                require_starttls=True,
+            )
+        else:
+            controller = Controller(handler, hostname=args.host, port=args.port, ssl_context=context)
     controller.start()
     print("ready", flush=True)
     stop = threading.Event()

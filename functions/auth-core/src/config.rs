@@ -65,6 +65,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     /// User name and password, percent-decoded.
     pub credentials: Option<(String, String)>,
+    /// `SMTP_CA_FILE`'s certificates (PEM, checked at start-up): when set, the only roots the
+    /// server's certificate may chain to, instead of the Mozilla roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -74,6 +77,7 @@ impl fmt::Debug for SmtpSettings {
             .field("port", &self.port)
             .field("tls", &self.tls)
             .field("credentials", &self.credentials.as_ref().map(|_| "<set>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -120,7 +124,40 @@ fn parse_smtp_url(text: &str) -> Option<SmtpSettings> {
         port: url.port().unwrap_or(default_port),
         tls,
         credentials,
+        ca_pem: None,
     })
+}
+
+/// The largest CA bundle accepted: Mozilla's whole root set is about 200 KiB.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads and checks a PEM bundle of trust anchors: a readable file of at most
+/// [`MAX_CA_FILE_BYTES`] holding at least one certificate, each usable as a root.
+fn read_ca_bundle(variable: &'static str, path: &str) -> Result<Vec<u8>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let expected = "the path of a readable PEM file (at most 1 MiB) of CA certificates";
+    let size = std::fs::metadata(path)
+        .map_err(|_| invalid(variable, expected))?
+        .len();
+    if size > MAX_CA_FILE_BYTES {
+        return Err(invalid(variable, expected));
+    }
+    let pem = std::fs::read(path).map_err(|_| invalid(variable, expected))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|_| invalid(variable, expected))?;
+        roots.add(cert).map_err(|_| {
+            invalid(
+                variable,
+                "certificates usable as trust anchors (one in the file is not)",
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(variable, expected));
+    }
+    Ok(pem)
 }
 
 #[derive(Clone)]
@@ -251,6 +288,20 @@ impl Config {
                     "smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465 (TLS)",
                 )
             })?),
+        };
+        let smtp = match (smtp, env.optional("SMTP_CA_FILE")) {
+            (smtp, None) => smtp,
+            (Some(smtp), Some(path)) => Some(SmtpSettings {
+                ca_pem: Some(read_ca_bundle("SMTP_CA_FILE", path.trim())?),
+                ..smtp
+            }),
+            // Set without a mail server: a mistake in the deploy's settings, not a no-op.
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "SMTP_CA_FILE",
+                    "to be set only together with SMTP_URL",
+                ));
+            }
         };
         let mail_from = env.string("MAIL_FROM", "Latchkey <no-reply@localhost>")?;
         if mail_from.parse::<lettre::message::Mailbox>().is_err() {

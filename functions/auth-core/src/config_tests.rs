@@ -77,6 +77,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("HTTP_MAX_CONNECTIONS", "0"),
     ("LOG_FORMAT", "xml"),
     ("SMTP_URL", "http://mail.example.com"),
+    ("SMTP_CA_FILE", "/no/such/file.pem"),
     ("MAIL_FROM", "not a mailbox"),
     ("AUTH_PUBLIC_URL", "app.example.com"),
     ("AUTH_EMAIL_VERIFICATION", "sometimes"),
@@ -256,4 +257,24 @@ fn email_verification_defaults_to_optional_only_with_a_mail_server() {
     assert_eq!(config.public_url, "https://app.example.com");
     let config = config_with(&[("AUTH_EMAIL_VERIFICATION", "Required")]).unwrap();
     assert_eq!(config.email_verification, EmailVerification::Required);
+}
+
+#[test]
+fn smtp_ca_file_must_be_a_pem_bundle_of_roots_and_go_with_smtp_url() {
+    let dir = std::env::temp_dir().join(format!("latchkey-smtp-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "no certificate here\n").unwrap();
+    let too_big = dir.join("big.pem");
+    std::fs::write(&too_big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+    let with_url = |path: &std::path::Path| {
+        rejected_variable(&[
+            ("SMTP_URL", "smtps://mail.example.com"),
+            ("SMTP_CA_FILE", path.to_str().unwrap()),
+        ])
+    };
+    assert_eq!(with_url(&not_pem), "SMTP_CA_FILE");
+    assert_eq!(with_url(&too_big), "SMTP_CA_FILE");
+    assert_eq!(with_url(&dir), "SMTP_CA_FILE", "a folder");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::error::Error;
 use crate::kdf::{Backend, Derivation};
 
@@ -29,6 +31,9 @@ struct Shared {
     work_arrived: Condvar,
     /// Derivations that ran interleaved with another one (each pair counts once).
     pairs: AtomicU64,
+    /// Every derivation run (a pair counts two): the work password checks and hashes cost, which
+    /// `/metrics` shows and tests read to see that a path spent its hash.
+    derivations: Counter,
 }
 
 #[derive(Default)]
@@ -142,9 +147,13 @@ fn work(shared: &Shared, backend: Backend) {
                 (Work::Task(task), _) => vec![task()],
                 (Work::Derive(first), Some(Work::Derive(second))) => {
                     shared.pairs.fetch_add(1, Ordering::Relaxed);
+                    shared.derivations.inc_by(2);
                     derive(backend, [first, second])
                 }
-                (Work::Derive(first), _) => derive(backend, [first]),
+                (Work::Derive(first), _) => {
+                    shared.derivations.inc();
+                    derive(backend, [first])
+                }
             }
         }))
         .unwrap_or_default();
@@ -193,6 +202,7 @@ impl HashingPool {
             state: Mutex::new(State::default()),
             work_arrived: Condvar::new(),
             pairs: AtomicU64::new(0),
+            derivations: Counter::default(),
         });
         for index in 0..threads {
             let shared = Arc::clone(&shared);
@@ -220,6 +230,12 @@ impl HashingPool {
     /// How many times a thread has run two derivations interleaved.
     pub fn pairs_run(&self) -> u64 {
         self.shared.pairs.load(Ordering::Relaxed)
+    }
+
+    /// The count of derivations run so far; it shares its value with the pool (a clone of it
+    /// goes into the metrics registry).
+    pub fn derivations(&self) -> Counter {
+        self.shared.derivations.clone()
     }
 
     /// Requests waiting for a hashing thread right now.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -175,7 +175,22 @@ impl Mailer {
             return Ok(Mailer { from, smtp: None });
         };
         let tls_parameters = || {
-            TlsParameters::new(smtp.host.clone())
+            let builder = TlsParameters::builder(smtp.host.clone());
+            // SMTP_CA_FILE replaces the Mozilla roots, as DB_CA_FILE does for the database: a
+            // private CA is trusted for this server only, and nothing else is.
+            let builder = match &smtp.ca_pem {
+                None => builder,
+                Some(pem) => builder
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(Certificate::from_pem(pem).map_err(|_| {
+                        Error::Config {
+                            variable: "SMTP_CA_FILE",
+                            message: "expected PEM certificates".to_owned(),
+                        }
+                    })?),
+            };
+            builder
+                .build()
                 .map_err(|e| Error::internal("preparing SMTP TLS", e))
         };
         let tls = match smtp.tls {

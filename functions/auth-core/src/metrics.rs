@@ -99,6 +99,15 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// Publishes the hashing pool's count of PBKDF2 derivations (`latchkey_password_derivations_total`).
+    pub fn register_derivations(&mut self, derivations: Counter) {
+        self.registry.register(
+            "password_derivations",
+            "PBKDF2 derivations run by the hashing pool (password hashes and checks, the dummy ones included)",
+            derivations,
+        );
+    }
+
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.hash_queue.set(as_i64(snapshot.hash_queue_depth));

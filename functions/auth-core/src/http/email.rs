@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{Client, JsonBody};
+use super::idempotency::idempotency_key;
 use super::responses::no_content;
 use crate::error::{Error, Problem};
 
@@ -43,6 +44,11 @@ pub struct Accepted {
     status: &'static str,
 }
 
+/// The OpenAPI description of the header on a request that uses a link.
+const LINK_KEY: &str = "Makes a retry safe: the same key with the same link (and, for a reset, the same new password) within a day gets the first answer (204) even though the first request used up the link, instead of 400 `invalid_link`; the key is scoped to the link, and with the same link and another new password gets 422.";
+/// The OpenAPI description of the header on a request that names an address.
+const ADDRESS_KEY: &str = "Makes a retry safe: the same key with the same email within a day gets the first answer (202) without mailing again or counting against the limits; the same key with another email gets 422.";
+
 /// A 202 with `status`, never cached.
 pub(crate) fn accepted(status: &'static str) -> Response {
     (
@@ -57,18 +63,21 @@ pub(crate) fn accepted(status: &'static str) -> Response {
 /// gets 400 `invalid_link`.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "email",
     request_body = LinkToken,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = LINK_KEY)),
     responses(
         (status = 204, description = "Verified; `email_verified` is recorded"),
         (status = 400, response = Problem),
-        (status = 413, response = Problem), (status = 415, response = Problem),
+        (status = 413, response = Problem), (status = 415, response = Problem), (status = 422, response = Problem),
         (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn verify_email(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<LinkToken>,
 ) -> Result<Response, Error> {
-    auth.verify_email(&body.token, &client, OffsetDateTime::now_utc())
+    let key = idempotency_key(&headers)?;
+    auth.verify_email(&body.token, key, &client, OffsetDateTime::now_utc())
         .await?;
     Ok(no_content())
 }
@@ -76,18 +85,22 @@ pub(crate) async fn verify_email(
 /// Mail a new verification link to an unverified account.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email/resend", tag = "email",
     request_body = EmailOnly,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = ADDRESS_KEY)),
     responses(
         (status = 202, description = "Always the same answer: a link is mailed only when the account exists and is unverified", body = Accepted,
             example = json!({"status": "verification_sent"})),
         (status = 400, response = Problem), (status = 413, response = Problem), (status = 415, response = Problem),
+        (status = 422, response = Problem),
         (status = 429, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn resend_verification(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<EmailOnly>,
 ) -> Result<Response, Error> {
-    auth.resend_verification(&body.email, &client, OffsetDateTime::now_utc())
+    let key = idempotency_key(&headers)?;
+    auth.resend_verification(&body.email, key, &client, OffsetDateTime::now_utc())
         .await?;
     Ok(accepted("verification_sent"))
 }
@@ -95,18 +108,22 @@ pub(crate) async fn resend_verification(
 /// Ask for a password reset link.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "email",
     request_body = EmailOnly,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = ADDRESS_KEY)),
     responses(
         (status = 202, description = "Always the same answer: a link (30 minutes, single use) is mailed only when the account exists; older links stop working", body = Accepted,
             example = json!({"status": "reset_sent"})),
         (status = 400, response = Problem), (status = 413, response = Problem), (status = 415, response = Problem),
+        (status = 422, response = Problem),
         (status = 429, response = Problem), (status = 503, response = Problem), (status = 500, response = Problem),
     ))]
 pub(crate) async fn request_password_reset(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<EmailOnly>,
 ) -> Result<Response, Error> {
-    auth.request_password_reset(&body.email, &client, OffsetDateTime::now_utc())
+    let key = idempotency_key(&headers)?;
+    auth.request_password_reset(&body.email, key, &client, OffsetDateTime::now_utc())
         .await?;
     Ok(accepted("reset_sent"))
 }
@@ -116,6 +133,7 @@ pub(crate) async fn request_password_reset(
 /// gets 422 and leaves the link working.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "email",
     request_body = ResetConfirmation,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = LINK_KEY)),
     responses(
         (status = 204, description = "The password is set; every session has ended; a notice is mailed"),
         (status = 400, response = Problem),
@@ -126,11 +144,14 @@ pub(crate) async fn request_password_reset(
 pub(crate) async fn confirm_password_reset(
     State(auth): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ResetConfirmation>,
 ) -> Result<Response, Error> {
+    let key = idempotency_key(&headers)?;
     auth.confirm_password_reset(
         &body.token,
         &body.new_password,
+        key,
         &client,
         OffsetDateTime::now_utc(),
     )

@@ -13,13 +13,20 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Auth, ClientInfo, KEY_KEPT, record_event};
+use super::idempotency::record_request;
+use super::{Auth, ClientInfo, KEY_KEPT, KeyedRequest, record_event};
 use crate::config::EmailVerification;
 use crate::error::Error;
 use crate::mail::{self, MailKind, Mailer, SendError};
 use crate::password;
 use crate::store::{self, LinkPurpose, MailOutcome, UserRow};
 use crate::token;
+
+/// The endpoints whose `Idempotency-Key`s are kept apart (part of each key's scope).
+const VERIFY_ENDPOINT: &str = "POST /api/v1/auth/verify-email";
+const RESEND_ENDPOINT: &str = "POST /api/v1/auth/verify-email/resend";
+const RESET_ENDPOINT: &str = "POST /api/v1/auth/password-reset";
+const CONFIRM_ENDPOINT: &str = "POST /api/v1/auth/password-reset/confirm";
 
 /// How long a verification link works.
 pub const VERIFY_LINK_TTL: time::Duration = time::Duration::hours(24);
@@ -294,18 +301,38 @@ impl Auth {
         Ok(())
     }
 
-    /// `POST /auth/verify-email`: uses a verification link.
+    /// `POST /auth/verify-email`: uses a verification link. With an `Idempotency-Key`, a retry
+    /// after the link was used by the first try gets the first answer (204), not `invalid_link`.
     pub async fn verify_email(
         &self,
         link_token: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         if !token::looks_like_refresh_token(link_token) {
             return Err(Error::InvalidLink);
         }
+        let keyed = Self::keyed_by_link(VERIFY_ENDPOINT, idempotency_key, link_token, &[])?;
+        if self.answered_before(keyed.as_ref(), now).await? {
+            return Ok(());
+        }
+        let outcome = self.take_verification(link_token, keyed, client, now).await;
+        self.unless_answered(keyed, now, outcome).await
+    }
+
+    async fn take_verification(
+        &self,
+        link_token: &str,
+        keyed: Option<KeyedRequest>,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        if record_request(&tx, keyed, now).await? {
+            return Ok(());
+        }
         let user = store::take_email_token(
             &tx,
             &token::sha256(link_token.as_bytes()),
@@ -351,51 +378,103 @@ impl Auth {
     }
 
     /// `POST /auth/verify-email/resend`: a new link for an unverified account; nothing for an
-    /// unknown or verified one, with the same answer.
+    /// unknown or verified one, with the same answer. With an `Idempotency-Key`, a retry gets
+    /// the first answer without another mail or counting against the limits again.
     pub async fn resend_verification(
         &self,
         raw_email: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let email = password::normalise_email(raw_email).unwrap_or_default();
+        let keyed = self.keyed_by_address(RESEND_ENDPOINT, idempotency_key, &email)?;
+        if self.answered_before(keyed.as_ref(), now).await? {
+            return Ok(());
+        }
         self.limit_mail_requests("verify_resend", &email, client, now)
             .await?;
-        if email.is_empty() || self.config.email_verification == EmailVerification::Off {
+        let outcome = self.queue_resend(&email, keyed, now).await;
+        self.unless_answered(keyed, now, outcome).await
+    }
+
+    async fn queue_resend(
+        &self,
+        email: &str,
+        keyed: Option<KeyedRequest>,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        if keyed.is_none()
+            && (email.is_empty() || self.config.email_verification == EmailVerification::Off)
+        {
             return Ok(());
         }
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        let Some(user) = store::find_user_by_email(&tx, &email).await? else {
-            return Ok(());
-        };
-        if user.email_verified_at.is_some() {
+        // The key commits whatever the address turns out to be, so that a retry is answered alike.
+        if record_request(&tx, keyed, now).await? {
             return Ok(());
         }
-        self.queue_link(&tx, &user, LinkPurpose::Verify, now)
-            .await?;
+        let user = if email.is_empty() || self.config.email_verification == EmailVerification::Off {
+            None
+        } else {
+            store::find_user_by_email(&tx, email).await?
+        };
+        let unverified = user.filter(|user| user.email_verified_at.is_none());
+        if let Some(user) = &unverified {
+            self.queue_link(&tx, user, LinkPurpose::Verify, now).await?;
+        }
         tx.commit().await?;
-        self.wake_mail_worker();
+        if unverified.is_some() {
+            self.wake_mail_worker();
+        }
         Ok(())
     }
 
     /// `POST /auth/password-reset`: mails a reset link when the account exists (older links
-    /// die); the same answer otherwise.
+    /// die); the same answer otherwise. With an `Idempotency-Key`, a retry gets the first answer
+    /// without a newer link (which would kill the one already mailed) or counting the limits.
     pub async fn request_password_reset(
         &self,
         raw_email: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         let email = password::normalise_email(raw_email).unwrap_or_default();
+        let keyed = self.keyed_by_address(RESET_ENDPOINT, idempotency_key, &email)?;
+        if self.answered_before(keyed.as_ref(), now).await? {
+            return Ok(());
+        }
         self.limit_mail_requests("password_reset", &email, client, now)
             .await?;
-        if email.is_empty() {
+        let outcome = self.queue_reset(&email, keyed, client, now).await;
+        self.unless_answered(keyed, now, outcome).await
+    }
+
+    async fn queue_reset(
+        &self,
+        email: &str,
+        keyed: Option<KeyedRequest>,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        if email.is_empty() && keyed.is_none() {
             return Ok(());
         }
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        let Some(user) = store::find_user_by_email(&tx, &email).await? else {
+        // The key commits whatever the address turns out to be, so that a retry is answered alike.
+        if record_request(&tx, keyed, now).await? {
+            return Ok(());
+        }
+        let user = if email.is_empty() {
+            None
+        } else {
+            store::find_user_by_email(&tx, email).await?
+        };
+        let Some(user) = user else {
+            tx.commit().await?;
             return Ok(());
         };
         store::delete_email_tokens(&tx, user.id, LinkPurpose::Reset).await?;
@@ -416,16 +495,43 @@ impl Auth {
     /// `POST /auth/password-reset/confirm`: sets the password a reset link allows; every
     /// session ends, the owner is told by mail. The link is used only by a password that passes
     /// the policy, so a 422 leaves it working.
+    ///
+    /// With an `Idempotency-Key`, a retry of the same confirmation (the same link and password)
+    /// after the first used the link gets the first answer (204), not `invalid_link`.
     pub async fn confirm_password_reset(
         &self,
         link_token: &str,
         new_password: &str,
+        idempotency_key: Option<&str>,
         client: &ClientInfo,
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         if !token::looks_like_refresh_token(link_token) {
             return Err(Error::InvalidLink);
         }
+        let keyed = Self::keyed_by_link(
+            CONFIRM_ENDPOINT,
+            idempotency_key,
+            link_token,
+            &[new_password.as_bytes()],
+        )?;
+        if self.answered_before(keyed.as_ref(), now).await? {
+            return Ok(());
+        }
+        let outcome = self
+            .reset_with_link(link_token, new_password, keyed, client, now)
+            .await;
+        self.unless_answered(keyed, now, outcome).await
+    }
+
+    async fn reset_with_link(
+        &self,
+        link_token: &str,
+        new_password: &str,
+        keyed: Option<KeyedRequest>,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
         let token_hash = token::sha256(link_token.as_bytes());
         let user = store::peek_email_token(
             &self.pool.get().await?,
@@ -438,6 +544,9 @@ impl Auth {
         let new_hash = self.new_password_hash(&user.email, new_password).await?;
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
+        if record_request(&tx, keyed, now).await? {
+            return Ok(());
+        }
         // Taken for real now: a concurrent confirm, a newer link or a password change since the
         // look-up leaves nothing to take.
         let user = store::take_email_token(&tx, &token_hash, LinkPurpose::Reset, now)

@@ -255,3 +255,100 @@ impl KeyedLogin<'_> {
         )
     }
 }
+
+/// The email endpoints' requests carry no session, so their keys are scoped by what the request
+/// names instead: a link's token (a verification, a reset's confirmation) or nothing (a resend,
+/// a reset request: one key space, as for logins).
+fn anonymous_key_hash(endpoint: &str, scope: &[u8], key: &str) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update(b"latchkey anonymous request v1\0");
+    for part in [endpoint.as_bytes(), scope, key.as_bytes()] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    digest.finalize().into()
+}
+
+fn fingerprint(mac_key: &[u8], endpoint: &str, parts: &[&[u8]]) -> Result<[u8; 32], Error> {
+    let mut mac = HmacSha256::new_from_slice(mac_key)
+        .map_err(|e| Error::internal("request fingerprint", e.to_string()))?;
+    mac.update(b"latchkey anonymous request v1\0");
+    feed(&mut mac, endpoint.as_bytes());
+    for part in parts {
+        feed(&mut mac, part);
+    }
+    Ok(mac.finalize().into_bytes().into())
+}
+
+impl Auth {
+    /// A keyed request that uses a mailed link: the key is scoped to the link (two clients never
+    /// share a key space unless they share the link) and the fingerprint is an HMAC keyed with
+    /// the link's token, which the database never holds (only its SHA-256, and not after its
+    /// use), so a new password in `parts` cannot be guessed from the table at a hash's speed.
+    pub(super) fn keyed_by_link(
+        endpoint: &str,
+        key: Option<&str>,
+        link_token: &str,
+        parts: &[&[u8]],
+    ) -> Result<Option<KeyedRequest>, Error> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let scope = crate::token::sha256(link_token.as_bytes());
+        Ok(Some(KeyedRequest {
+            key_hash: anonymous_key_hash(endpoint, &scope, key),
+            fingerprint: fingerprint(link_token.as_bytes(), endpoint, parts)?,
+        }))
+    }
+
+    /// A keyed request that names an address (a resend, a reset request): the fingerprint is an
+    /// HMAC under the shared refresh secret, so the table holds no plain hash of an address.
+    pub(super) fn keyed_by_address(
+        &self,
+        endpoint: &str,
+        key: Option<&str>,
+        email: &str,
+    ) -> Result<Option<KeyedRequest>, Error> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        Ok(Some(KeyedRequest {
+            key_hash: anonymous_key_hash(endpoint, &[], key),
+            fingerprint: fingerprint(&self.refresh_secret, endpoint, &[email.as_bytes()])?,
+        }))
+    }
+
+    /// Whether a keyed request was already answered: `Ok(true)` for a retry of it (its answer
+    /// stands), 422 for another request that used the key, `Ok(false)` for a first request.
+    /// Checked before any limit is counted, so a retry never runs into one the first used up.
+    pub(super) async fn answered_before(
+        &self,
+        keyed: Option<&KeyedRequest>,
+        now: OffsetDateTime,
+    ) -> Result<bool, Error> {
+        let Some(keyed) = keyed else {
+            return Ok(false);
+        };
+        match self.kept_request(&keyed.key_hash, now).await? {
+            Some(kept) => keyed.answer_as(&kept).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The outcome of a keyed request's work: an error is replaced by the first answer when a
+    /// duplicate running beside it committed (it took the link this one then found gone).
+    pub(super) async fn unless_answered(
+        &self,
+        keyed: Option<KeyedRequest>,
+        now: OffsetDateTime,
+        outcome: Result<(), Error>,
+    ) -> Result<(), Error> {
+        match (outcome, keyed) {
+            (Err(error), Some(keyed)) => match self.kept_request(&keyed.key_hash, now).await {
+                Ok(Some(kept)) => keyed.answer_as(&kept),
+                _ => Err(error),
+            },
+            (outcome, _) => outcome,
+        }
+    }
+}

@@ -250,12 +250,14 @@ impl Auth {
         ));
         let mail_worker = tokio::spawn(std::sync::Arc::clone(&outbox).run()).abort_handle();
         let session_checks = session_checks::SessionChecks::start(pool.clone());
+        let mut metrics = crate::metrics::Metrics::default();
+        metrics.register_derivations(hashing.derivations());
         Ok(Auth {
             config,
             pool,
             hashing,
             session_checks,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             keys,
             refresh_secret,
             dummy_hash,

@@ -259,16 +259,25 @@ pub async fn finish_mail(
     Ok(())
 }
 
-/// Deletes outbox rows a day old (sent, rejected, or still failing: every link they carry has
-/// expired by then) and expired links.
+/// How long a finished mail (sent, or refused for good) stays in the outbox, for an operator
+/// asking whether it went out.
+pub const FINISHED_MAIL_KEPT: time::Duration = time::Duration::DAY;
+
+/// Deletes finished outbox rows (sent or refused for good) once [`FINISHED_MAIL_KEPT`] has passed
+/// since they finished, and expired links. A mail not sent yet is never deleted, however old:
+/// an SMTP outage longer than a day delays it and loses nothing. Such a row keeps its link's
+/// token only sealed (with a key-encryption key) and loses it once sent.
 pub async fn prune_mail(
     db: &impl GenericClient,
     now: OffsetDateTime,
     batch: i64,
 ) -> Result<(), Error> {
+    let finished_before = now - FINISHED_MAIL_KEPT;
     db.execute(
-        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE created_at < $1 LIMIT $2)",
-        &[&(now - time::Duration::DAY), &batch],
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+             WHERE (sent_at IS NOT NULL OR rejected_at IS NOT NULL) \
+             AND coalesce(sent_at, rejected_at) < $1 LIMIT $2)",
+        &[&finished_before, &batch],
     )
     .await?;
     db.execute(

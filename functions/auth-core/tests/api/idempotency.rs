@@ -10,7 +10,7 @@ use crate::helpers::{Reply, STRONG_PASSWORD, TestApp, claim, spawn_app, spawn_ap
 const NEW_PASSWORD: &str = "an entirely different strong passphrase";
 
 impl TestApp {
-    async fn keyed(
+    pub(crate) async fn keyed(
         &self,
         method: Method,
         path: &str,
@@ -74,7 +74,7 @@ impl TestApp {
 }
 
 #[track_caller]
-fn assert_key_refused(reply: &Reply) {
+pub(crate) fn assert_key_refused(reply: &Reply) {
     reply.assert_problem(422, "validation_failed");
     assert!(
         reply.body["errors"]["Idempotency-Key"].is_array(),

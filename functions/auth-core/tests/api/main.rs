@@ -7,12 +7,14 @@ mod helpers;
 
 mod account;
 mod email;
+mod email_keys;
 mod forged;
 mod idempotency;
 mod keys;
 mod limits;
 mod login;
 mod logout;
+mod mail_outbox;
 mod operations;
 mod protocol;
 mod refresh;

@@ -35,6 +35,8 @@ pub struct Mail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// Whether it came over TLS (STARTTLS or implicit).
+    pub tls: bool,
 }
 
 impl Mail {
@@ -45,6 +47,7 @@ impl Mail {
             subject: value["subject"].as_str().unwrap_or_default().to_owned(),
             text: value["text"].as_str().unwrap_or_default().to_owned(),
             html: value["html"].as_str().unwrap_or_default().to_owned(),
+            tls: value["tls"].as_bool().unwrap_or_default(),
         }
     }
 
@@ -64,25 +67,160 @@ impl Mail {
     }
 }
 
+/// How the server protects its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkTls {
+    None,
+    /// Offers STARTTLS and refuses mail without it.
+    StartTls,
+    /// TLS from the first byte (smtps).
+    Implicit,
+}
+
+/// A CA of the test's own and a server certificate it signed for `localhost` and `127.0.0.1`,
+/// made with the openssl command.
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("latchkey-smtp-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=latchkey test SMTP CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        TestCa { dir }
+    }
+
+    /// The CA's certificate, for `SMTP_CA_FILE`.
+    pub fn ca_file(&self) -> String {
+        self.dir.join("ca.crt").to_str().unwrap().to_owned()
+    }
+
+    fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
+    fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
 pub struct SmtpSink {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The TLS mode and the certificate and key it serves.
+    tls: (SinkTls, Option<(PathBuf, PathBuf)>),
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(SinkTls::None, None).await
+    }
+
+    /// A server with TLS, its certificate signed by `ca`.
+    pub async fn start_tls(mode: SinkTls, ca: &TestCa) -> Self {
+        Self::start_with(mode, Some((ca.server_cert(), ca.server_key()))).await
+    }
+
+    /// A plain server on `port` (taking over from another server that listened there).
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_with_port(port, SinkTls::None, None).await
+    }
+
+    async fn start_with(mode: SinkTls, identity: Option<(PathBuf, PathBuf)>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Self::start_with_port(port, mode, identity).await
+    }
+
+    async fn start_with_port(
+        port: u16,
+        mode: SinkTls,
+        identity: Option<(PathBuf, PathBuf)>,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("latchkey-mail-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut sink = SmtpSink {
             port,
             dir,
             child: None,
+            tls: (mode, identity),
         };
         sink.resume().await;
         sink
@@ -91,6 +229,17 @@ impl SmtpSink {
     /// `smtp://127.0.0.1:PORT`: loopback, so plain text is allowed.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL for this server by the address its certificate carries: `smtps://` for implicit
+    /// TLS, else `smtp://` (STARTTLS).
+    pub fn tls_url(&self) -> String {
+        let scheme = if self.tls.0 == SinkTls::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops the server: connections are refused until [`SmtpSink::resume`].
@@ -107,12 +256,26 @@ impl SmtpSink {
 
     /// Starts the server (again) on the same port and folder; returns once it listens.
     pub async fn resume(&mut self) {
-        let (port, dir) = (self.port, self.dir.clone());
+        let (port, dir, tls) = (self.port, self.dir.clone(), self.tls.clone());
         let child = tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(python())
+            let mut command = Command::new(python());
+            command
                 .arg(repo_root().join("tests/mail/smtp_sink.py"))
                 .args(["--port", &port.to_string(), "--dir"])
-                .arg(&dir)
+                .arg(&dir);
+            if let (mode, Some((cert, key))) = tls {
+                let mode = match mode {
+                    SinkTls::None => "none",
+                    SinkTls::StartTls => "starttls",
+                    SinkTls::Implicit => "implicit",
+                };
+                command
+                    .args(["--tls", mode, "--cert"])
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key);
+            }
+            let mut child = command
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("start the SMTP server");
