@@ -11,7 +11,9 @@
 #       --trusted-proxies 127.0.0.1/32,10.0.0.0/16 --db-host H --db-port 5432 \
 #       --db-secret ARN --key-secret ARN --repository NAME --registry ACCOUNT.dkr.ecr.R.amazonaws.com \
 #       [--mail-secret ARN --mail-from 'Latchkey <no-reply@example.com>']
-#   bootstrap.sh frontend|backend --saved   the arguments of the last run again (the daily timer, deploy-aws.sh)
+#   bootstrap.sh frontend|backend --saved [--option value ...]
+#                                     the arguments of the last run again (the daily timer,
+#                                     deploy-aws.sh), with these added or changed
 #
 # With --mail-secret (the stack's MailSmtpSecret: an SES sender's access key), api.env gets
 # SMTP_URL, with the SES SMTP password derived from the key's secret (infra/host/ses_smtp.py),
@@ -44,9 +46,10 @@ saved_args=$root/etc/latchkey/$role.bootstrap-args
 if [ "${1:-}" = --saved ]; then
   [ -f "$saved_args" ] || die "no $saved_args: run it once with the arguments"
   mapfile -t args <"$saved_args"
-  set -- "${args[@]}"
+  # Options after --saved are added (a later one wins), and kept for the next run.
+  shift
+  set -- "${args[@]}" "$@"
 fi
-given=("$@")
 
 backends="" region="" issuer="" trusted="" db_host="" db_port=5432 db_secret="" key_secret=""
 repository="" registry="" mail_secret="" mail_from=""
@@ -68,6 +71,13 @@ while [ $# -gt 0 ]; do
   *) die "unknown option $1" ;;
   esac
   shift 2
+done
+# What --saved reads back next time: each option once, with its final value.
+given=()
+for name in backends region issuer trusted db_host db_port db_secret key_secret repository registry mail_secret mail_from; do
+  [ -z "${!name}" ] && continue
+  case $name in trusted) option=--trusted-proxies ;; *) option=--${name//_/-} ;; esac
+  given+=("$option" "${!name}")
 done
 export AWS_DEFAULT_REGION=${region:-${AWS_DEFAULT_REGION:-}}
 

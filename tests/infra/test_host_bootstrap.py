@@ -469,3 +469,22 @@ def test_nginx_accepts_the_real_ip_settings_with_the_site(tmp_path):
     done = subprocess.run([nginx, "-t", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_saved_arguments_take_added_options_once_so_mail_reaches_a_running_back_end(tmp_path):
+    """scripts/deploy-aws.sh runs `backend --saved --mail-secret ... --mail-from ...` on every
+    back-end: a MailDomain given after the hosts booted reaches them, and the saved arguments do
+    not grow with each run."""
+    host = Host(tmp_path, "amazon-linux-2023", digest=DIGEST)
+    host.bootstrap(*backend_args())
+    assert "SMTP_URL" not in env_file(host.path("/etc/latchkey/api.env"))
+    extra = ["--mail-secret", MAIL_SECRET, "--mail-from", "Latchkey <no-reply@example.com>"]
+    host.bootstrap("backend", "--saved", *extra)
+    saved = host.path("/etc/latchkey/backend.bootstrap-args").read_text()
+    host.bootstrap("backend", "--saved", *extra)
+    assert host.path("/etc/latchkey/backend.bootstrap-args").read_text() == saved
+    assert saved.splitlines().count("--mail-secret") == 1
+    env = env_file(host.path("/etc/latchkey/api.env"))
+    assert env["SMTP_URL"].startswith("smtps://AKIAIOSFODNN7EXAMPLE:")
+    assert env["MAIL_FROM"] == "Latchkey <no-reply@example.com>"
+    assert env["AUTH_ISSUER"] == "https://d111111abcdef8.cloudfront.net"

@@ -158,3 +158,28 @@ def test_the_deploy_lambda_reserves_no_concurrency_unless_asked(sam):
     for line in deploy_aws.splitlines():
         if "DeployReservedConcurrency" in line:
             assert "DeployReservedConcurrency=0" in line or "DEPLOY_RESERVED_CONCURRENCY" in line, line
+
+
+def test_the_auth_lambda_reads_its_smtp_url_from_the_mail_secret_never_from_a_parameter(sam):
+    template, _values = sam
+    env = template["Resources"]["AuthFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SMTP_URL"] == {"Fn::If": [
+        "AuthSendsMail",
+        {"Fn::Sub": "{{resolve:secretsmanager:${MailSmtpSecretArn}:SecretString:smtp_url}}"},
+        {"Ref": "AWS::NoValue"},
+    ]}
+    assert env["MAIL_FROM"] == {"Fn::If": ["AuthMailFrom", {"Ref": "MailFrom"}, {"Ref": "AWS::NoValue"}]}
+    assert template["Conditions"]["AuthSendsMail"] == {"Fn::And": [
+        {"Condition": "WithAuthFunction"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "MailSmtpSecretArn"}, ""]}]},
+    ]}
+    # An ARN, not a secret: no SMTP parameter takes a password.
+    parameter = template["Parameters"]["MailSmtpSecretArn"]
+    assert parameter["Default"] == ""
+    assert re.match(parameter["AllowedPattern"], "arn:aws:secretsmanager:eu-west-1:123456789012:secret:MailSmtpSecret-AbC123")
+    assert not re.match(parameter["AllowedPattern"], "smtps://AKIA:password@email-smtp.eu-west-1.amazonaws.com:465")
+    assert not [name for name in template["Parameters"] if "smtp" in name.lower() and name != "MailSmtpSecretArn"]
+    # scripts/deploy-aws.sh writes smtp_url into the secret from the sender's key, and passes the
+    # secret's ARN (and the sender) on.
+    deploy_aws = (ROOT / "scripts" / "deploy-aws.sh").read_text()
+    assert "infra/host/ses_smtp.py" in deploy_aws
+    assert '"MailSmtpSecretArn=' in deploy_aws and '"MailFrom=' in deploy_aws
