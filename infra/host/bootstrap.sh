@@ -259,7 +259,7 @@ LOG_FORMAT=json
 RUST_LOG=info
 EOF
     # Mail through SES's SMTP interface (the stack's MailDomain): the SMTP password is derived
-    # from the sender's secret key, never stored anywhere but here.
+    # from the sender's secret key here, on the host (deploy-aws.sh does the same for the auth Lambda).
     if [ -n "$mail_json" ]; then
       printf '%s' "$mail_json" | python3 "$bundle/infra/host/ses_smtp.py" "$region"
       printf 'MAIL_FROM=%s\n' "$mail_from"
