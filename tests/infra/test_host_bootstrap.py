@@ -460,8 +460,10 @@ def test_nginx_accepts_the_real_ip_settings_with_the_site(tmp_path):
     d = tmp_path / "nginx-check"
     d.mkdir()
     (d / "site.conf").write_text(site)
+    # Its own pid, log and temp folders, so that it checks as any user (a GitHub runner is not root).
+    temp = "".join(f"    {kind}_temp_path {d}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (d / "nginx.conf").write_text(
-        f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n"
+        f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n{temp}"
         f"    include {host.path('/etc/nginx/conf.d/00-cloudfront-realip.conf')};\n"
         f"    include {d}/site.conf;\n}}\n"
     )
