@@ -455,7 +455,10 @@ def test_nginx_accepts_the_real_ip_settings_with_the_site(tmp_path):
     host = Host(tmp_path, "amazon-linux-2023")
     host.bootstrap(*FRONTEND_ARGS)
     site = (ROOT / "frontend" / "nginx.conf").read_text()
-    site = site.replace("${LATCHKEY_BACKEND}", "10.0.2.10:8080; server 10.0.3.10:8080")
+    # Four back-ends (BackendCount's most), one `server` line each, as latchkey-frontend-deploy's
+    # render() turns BACKENDS into the upstream.
+    backends = "10.0.2.10:8080,10.0.3.10:8080,10.0.2.11:8080,10.0.3.11:8080"
+    site = site.replace("${LATCHKEY_BACKEND}", backends.replace(",", "; server "))
     site = site.replace("${LATCHKEY_LISTEN}", "127.0.0.1:18080").replace("${LATCHKEY_ROOT}", str(host.bundle / "frontend" / "public"))
     d = tmp_path / "nginx-check"
     d.mkdir()
