@@ -56,7 +56,8 @@ test-deploy:
 # load: a swap without a failed request, then a release that never gets ready rolled back on the
 # first host and the roll stopped there. Then the front-end's route: a front-end image through the
 # same chain to a local front-end host (the site swapped under load; a page-less image refused,
-# the old site serving). Needs Docker and root; installs what it lacks. ARGS to pytest.
+# the old site serving). Needs Docker, and root or passwordless sudo -n (a GitHub runner) for the
+# hosts' scripts; installs what it lacks. ARGS to pytest.
 .PHONY: test-chain
 test-chain:
 	scripts/test-chain.sh $(ARGS)
@@ -94,9 +95,10 @@ test-sam-local:
 bench:
 	bench/run.sh
 
-# The AWS environment, offline: cfn-lint on infra/environment.yaml and template.yaml, sam validate
-# --lint, checkov on infra/ (skips only with their reasons in the template), and the environment
-# stack created on moto's server and read back with boto3 (tests/infra). About a minute once its
+# The AWS environment, offline: cfn-lint and sam validate --lint on every template, checkov on
+# infra/ (skips only with their reasons in the template), the environment stack created on moto's
+# server and read back with boto3, and the hosts' bootstrap (infra/host/bootstrap.sh, install.sh)
+# run on stand-in hosts of each supported distribution (tests/infra). About a minute once its
 # pinned tools (scripts/requirements/) are installed.
 .PHONY: test-infra
 test-infra:

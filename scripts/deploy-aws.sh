@@ -4,11 +4,14 @@
 #   1. the environment stack (infra/environment.yaml): network, hosts, RDS, ECR, CloudFront,
 #      GitHub's OIDC provider (when the account has none) and the release role;
 #   2. the host bundle (api-container/deploy/, frontend/, infra/host/, RDS's CA bundle) to the
-#      stack's bucket: the hosts wait for it at first boot; a running front-end runs its
-#      bootstrap again through SSM (nginx's main settings, CloudFront's ranges; the site itself
-#      stays the newest front-end image, which arrives through EventBridge like the API's);
+#      stack's bucket: the hosts wait for it at first boot; running hosts run their bootstrap
+#      again through SSM: the front-end (nginx's main settings, CloudFront's ranges; the site
+#      itself stays the newest front-end image, which arrives through EventBridge like the API's)
+#      and the back-ends (api.env: with MAIL_DOMAIN, SMTP_URL and MAIL_FROM, from the mail secret;
+#      the running container keeps its environment until the next release);
 #   3. the SAM stack (template.yaml: deploy Lambda, EventBridge rule, SSM document), with the
-#      environment's outputs as its parameters;
+#      environment's outputs as its parameters (with MAIL_DOMAIN: the mail secret, whose smtp_url
+#      key this script derives from the sender's key first, infra/host/ses_smtp.py);
 #   4. prints the GitHub variables to set and the https URL.
 #
 # Needs: AWS credentials (any the AWS CLI finds), the AWS CLI v2, curl; GITHUB_REPO=owner/name.
@@ -78,6 +81,29 @@ tag_value=$(output BackendTagValue)
 frontend_tag=$(output FrontendTagValue)
 url=$(output Url)
 role_arn=$(output ReleaseRoleArn)
+mail_secret=$(output MailSmtpSecretArn)
+[ "$mail_secret" != None ] || mail_secret=""
+mail_from=""
+if [ -n "$mail_secret" ]; then
+  mail_from="Latchkey <no-reply@${MAIL_DOMAIN:?MailSmtpSecretArn is an output: set MAIL_DOMAIN as before}>"
+  # The SES SMTP password, derived from the sender's key, into the secret's smtp_url (template.yaml's
+  # auth Lambda reads it there); written again only when it differs (a new key, say).
+  secret=$(aws secretsmanager get-secret-value --secret-id "$mail_secret" --query SecretString --output text)
+  updated=$(printf '%s' "$secret" | python3 -c '
+import json, sys
+sys.path.insert(0, "infra/host")
+import ses_smtp
+secret = json.load(sys.stdin)
+url = ses_smtp.smtp_url(secret, sys.argv[1])
+if secret.get("smtp_url") != url:
+    print(json.dumps({**secret, "smtp_url": url}))
+' "$AWS_REGION")
+  if [ -n "$updated" ]; then
+    aws secretsmanager put-secret-value --secret-id "$mail_secret" --secret-string "$updated" >/dev/null
+    echo "wrote smtp_url (SES SMTP, derived from the sender's key) into $mail_secret"
+  fi
+  unset secret updated
+fi
 
 say "2/4 the host bundle to s3://$bucket/host/bundle.tar.gz"
 work=$(mktemp -d)
@@ -88,15 +114,36 @@ curl -fsS "https://truststore.pki.rds.amazonaws.com/$AWS_REGION/$AWS_REGION-bund
 mapfile -t files < <(git ls-files api-container/deploy frontend/public frontend/nginx.conf frontend/deploy infra/host)
 tar -czf "$work/bundle.tar.gz" -C "$work" rds-ca.pem -C "$PWD" "${files[@]}"
 aws s3 cp --only-show-errors "$work/bundle.tar.gz" "s3://$bucket/host/bundle.tar.gz"
-# A running front-end takes the new bundle now (a new host takes it at boot) and runs its
-# bootstrap again with the arguments its user data gave it (--saved).
-command_id=$(aws ssm send-command --document-name AWS-RunShellScript \
-  --targets "Key=tag:$tag_key,Values=$frontend_tag" \
-  --comment "latchkey: update the front-end from the host bundle" \
-  --parameters 'commands=["set -e","aws s3 cp s3://'"$bucket"'/host/bundle.tar.gz /root/latchkey-bundle.tar.gz","rm -rf /opt/latchkey.new && mkdir /opt/latchkey.new && tar -xzf /root/latchkey-bundle.tar.gz -C /opt/latchkey.new","rm -rf /opt/latchkey && mv /opt/latchkey.new /opt/latchkey","/opt/latchkey/infra/host/bootstrap.sh frontend --saved"]' \
-  --query Command.CommandId --output text 2>/dev/null || true)
-if [ -n "$command_id" ]; then
-  echo "front-end update sent (SSM command $command_id; a host still booting takes the bundle itself)"
+# Running hosts take the new bundle now (a new host takes it at boot) and run their bootstrap
+# again with the arguments their user data gave them (--saved); the back-ends also with the mail
+# settings, so that a MailDomain given after they booted reaches them too.
+update_hosts() { # TAG-VALUE COMMENT BOOTSTRAP-ARGUMENTS...
+  local tag=$1 comment=$2 parameters command_id
+  shift 2
+  parameters=$(python3 -c '
+import json, shlex, sys
+bucket, args = sys.argv[1], sys.argv[2:]
+print(json.dumps({"commands": [
+    "set -e",
+    f"aws s3 cp s3://{bucket}/host/bundle.tar.gz /root/latchkey-bundle.tar.gz",
+    "rm -rf /opt/latchkey.new && mkdir /opt/latchkey.new && tar -xzf /root/latchkey-bundle.tar.gz -C /opt/latchkey.new",
+    "rm -rf /opt/latchkey && mv /opt/latchkey.new /opt/latchkey",
+    shlex.join(["/opt/latchkey/infra/host/bootstrap.sh", *args]),
+]}))' "$bucket" "$@")
+  command_id=$(aws ssm send-command --document-name AWS-RunShellScript \
+    --targets "Key=tag:$tag_key,Values=$tag" --max-concurrency 1 --max-errors 0 \
+    --comment "$comment" --parameters "$parameters" \
+    --query Command.CommandId --output text 2>/dev/null || true)
+  if [ -n "$command_id" ]; then
+    echo "$comment: sent (SSM command $command_id; a host still booting takes the bundle itself)"
+  fi
+}
+update_hosts "$frontend_tag" "latchkey: update the front-end from the host bundle" frontend --saved
+if [ -n "$mail_secret" ]; then
+  update_hosts "$tag_value" "latchkey: update the back-ends' settings" backend --saved \
+    --mail-secret "$mail_secret" --mail-from "$mail_from"
+else
+  update_hosts "$tag_value" "latchkey: update the back-ends' settings" backend --saved
 fi
 
 say "3/4 the SAM stack $app_stack (template.yaml) with the environment's outputs"
@@ -113,7 +160,8 @@ sam build
 sam deploy --stack-name "$app_stack" --region "$AWS_REGION" --no-confirm-changeset \
   --no-fail-on-empty-changeset --capabilities CAPABILITY_IAM --resolve-s3 \
   --parameter-overrides "RepositoryName=$repository" "BackendTagKey=$tag_key" "BackendTagValue=$tag_value" \
-  "FrontendRepositoryName=$frontend_repository" "FrontendTagValue=$frontend_tag"
+  "FrontendRepositoryName=$frontend_repository" "FrontendTagValue=$frontend_tag" \
+  "MailSmtpSecretArn=$mail_secret" "MailFrom=$mail_from"
 
 say "4/4 done"
 cat <<EOF

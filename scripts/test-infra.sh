@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make test-infra`: the AWS environment (infra/environment.yaml) and the SAM template, offline.
-#   1. cfn-lint on both templates, `sam validate --lint` on template.yaml
+#   1. cfn-lint and `sam validate --lint` on every template (infra/*.yaml and template.yaml)
 #   2. checkov on infra/: no failed check (each skip is written in the template with its reason)
 #   3. pytest tests/infra: the environment stack created on moto's server (CloudFormation
-#      CreateStack), its topology read back with boto3; what moto lacks is read from the template
+#      CreateStack), its topology read back with boto3; what moto lacks is read from the template;
+#      infra/host/bootstrap.sh and install.sh run on stand-in hosts (test_host_bootstrap.py)
 # The pinned tools (scripts/requirements/*.txt) live in two virtualenvs of their own, installed
 # when missing or different: lambda-tools (the SAM CLI, cfn-lint, moto, pytest; shared with
 # scripts/test-lambda.sh) and infra-scan (checkov, whose pins clash with the SAM CLI's).
@@ -38,19 +39,22 @@ venv "$lambda_tools" scripts/requirements/lambda-tools.txt
 venv "$infra_scan" scripts/requirements/infra-scan.txt
 export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
-echo "==> cfn-lint infra/environment.yaml template.yaml"
-"$lambda_tools/bin/cfn-lint" infra/environment.yaml template.yaml
-echo "==> sam validate --lint"
-"$lambda_tools/bin/sam" validate --lint
+templates=(infra/*.yaml template.yaml)
+echo "==> cfn-lint ${templates[*]}"
+"$lambda_tools/bin/cfn-lint" "${templates[@]}"
+for template in "${templates[@]}"; do
+  echo "==> sam validate --lint --template $template"
+  "$lambda_tools/bin/sam" validate --lint --template "$template"
+done
 echo "==> checkov infra/ (offline)"
 # --skip-download: no call home for guidelines; the checks ship inside the package.
 "$infra_scan/bin/checkov" -d infra --framework cloudformation --quiet --compact --skip-download
 echo "==> shellcheck infra/host"
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck infra/host/*.sh scripts/deploy-aws.sh scripts/test-infra.sh \
-    frontend/deploy/latchkey-frontend-deploy frontend/build-image.sh
+  shellcheck infra/host/*.sh api-container/deploy/install.sh scripts/deploy-aws.sh scripts/test-infra.sh \
+    scripts/test-chain.sh frontend/deploy/latchkey-frontend-deploy frontend/build-image.sh
 else
   echo "shellcheck is not installed: skipping (apt-get install shellcheck)"
 fi
-echo "==> the environment on moto's server (pytest tests/infra)"
+echo "==> the environment on moto's server, the host scripts on stand-in hosts (pytest tests/infra)"
 "$lambda_tools/bin/python" -m pytest -c tests/infra/pytest.ini tests/infra

@@ -18,13 +18,20 @@
 #      when they do not exist;
 #   5. runs `latchkey-deploy init`: the nginx site on LISTEN (default 8080) in front of the
 #      blue/green slots, and the state folder; then starts or reloads nginx.
+#
+# For tests only (tests/infra/test_host_bootstrap.py, with stand-ins for apt-get, dnf, snap, curl,
+# Docker, nginx and systemctl): LATCHKEY_ROOT=/a/folder writes every host path under that folder
+# instead of / (deploy.conf's paths too) and lifts the root check; LATCHKEY_SBIN names the folder
+# latchkey-deploy is run from.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
-[ "$(id -u)" -eq 0 ] || die "run it as root (sudo $0)"
+root=${LATCHKEY_ROOT:-}
+sbin=${LATCHKEY_SBIN:-$root/usr/local/sbin}
+[ -n "$root" ] || [ "$(id -u)" -eq 0 ] || die "run it as root (sudo $0)"
 packages_only=false
 case ${1:-} in
 "") ;;
@@ -35,7 +42,7 @@ esac
 # 1. Packages.
 need=()
 command -v docker >/dev/null 2>&1 || need+=(docker)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v nginx >/dev/null 2>&1 || [ -x "$root/usr/sbin/nginx" ] || need+=(nginx)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
@@ -98,11 +105,11 @@ fi
 command -v aws >/dev/null 2>&1 || die "no AWS CLI, and it could not be installed: it is needed to pull from ECR"
 
 # 2. Docker's own settings, only on a Docker that has none yet (so not behind anyone's back).
-if [ ! -e /etc/docker/daemon.json ]; then
-  mkdir -p /etc/docker
+if [ ! -e "$root/etc/docker/daemon.json" ]; then
+  mkdir -p "$root/etc/docker"
   # Rotated logs: a chatty container must not fill the disk. live-restore: upgrading or
   # restarting dockerd does not stop the serving container.
-  cat >/etc/docker/daemon.json <<'JSON'
+  cat >"$root/etc/docker/daemon.json" <<'JSON'
 {
   "log-driver": "json-file",
   "log-opts": {"max-size": "10m", "max-file": "5"},
@@ -124,22 +131,24 @@ if $packages_only; then
 fi
 
 # 3. The script.
-install -m 0755 "$here/latchkey-deploy" /usr/local/sbin/latchkey-deploy
+install -D -m 0755 "$here/latchkey-deploy" "$root/usr/local/sbin/latchkey-deploy"
 say "installed /usr/local/sbin/latchkey-deploy"
 
 # 4. Settings, never overwritten.
-install -d -m 0700 /etc/latchkey
-if [ ! -e /etc/latchkey/deploy.conf ]; then
-  install -m 0600 "$here/deploy.conf.example" /etc/latchkey/deploy.conf
+install -d -m 0700 "$root/etc/latchkey"
+if [ ! -e "$root/etc/latchkey/deploy.conf" ]; then
+  # (Under LATCHKEY_ROOT its absolute paths move there too.)
+  sed "s|=/|=$root/|" "$here/deploy.conf.example" >"$root/etc/latchkey/deploy.conf"
+  chmod 600 "$root/etc/latchkey/deploy.conf"
   say "wrote /etc/latchkey/deploy.conf (the defaults; edit it to change ports or paths)"
 fi
-if [ ! -e /etc/latchkey/api.env ]; then
-  install -m 0600 "$here/api.env.example" /etc/latchkey/api.env
+if [ ! -e "$root/etc/latchkey/api.env" ]; then
+  install -m 0600 "$here/api.env.example" "$root/etc/latchkey/api.env"
   say "wrote /etc/latchkey/api.env from the example: fill in DATABASE_URL, AUTH_KEY_ENCRYPTION_KEY and the rest before the first deploy"
 fi
 
 # 5. nginx in front of the slots.
-/usr/local/sbin/latchkey-deploy init
+LATCHKEY_DEPLOY_CONF="${LATCHKEY_DEPLOY_CONF:-$root/etc/latchkey/deploy.conf}" "$sbin/latchkey-deploy" init
 if command -v systemctl >/dev/null 2>&1; then
   systemctl enable nginx >/dev/null
   systemctl is-active --quiet nginx || systemctl start nginx

@@ -314,6 +314,32 @@ class Moto:
 # ---------------------------------------------------------------------------------------------
 # Hosts and the SSM agent
 
+# The SSM agent runs a document's script as root. scripts/test-chain.sh runs as root, or sets
+# LATCHKEY_CHAIN_SUDO="sudo -n" (a GitHub runner: passwordless sudo, not root): then the host
+# scripts, and the removal of what they wrote, go through it, the environment passed on with env.
+SUDO = os.environ.get("LATCHKEY_CHAIN_SUDO", "").split()
+
+
+def as_root(argv: list[str], env: dict | None = None) -> list[str]:
+    if not SUDO or os.geteuid() == 0:
+        return argv
+    return [*SUDO, "env", *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
+
+
+def give_to_root(path: Path) -> None:
+    """latchkey-deploy, run as root, refuses an api.env that root does not own."""
+    if SUDO and os.geteuid() != 0:
+        run(*as_root(["chown", "0:0", str(path)]))
+
+
+def remove_tree(path: Path) -> None:
+    """The run's folder, with what the host scripts wrote as root in it."""
+    if SUDO and os.geteuid() != 0:
+        subprocess.run(as_root(["rm", "-rf", str(path)]), check=False)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 
 class SsmHost:
     """What every host of this test has for the SSM agent: a folder, its own /usr/local/sbin
@@ -337,11 +363,11 @@ class SsmHost:
         started = time.monotonic()
         try:
             done = subprocess.run(
-                [
+                as_root([
                     "unshare", "--mount", "--propagation", "private", "sh", "-c",
                     'mount --bind "$1" /usr/local/sbin && exec sh "$2"', "sh",
                     str(self.sbin), str(path),
-                ],
+                ], self.env()),
                 cwd=folder, env=self.env(), capture_output=True, text=True,
                 timeout=timeout, check=False,
             )

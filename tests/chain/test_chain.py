@@ -87,6 +87,7 @@ def world(request):
             "RUST_LOG=warn\n"
         )
         os.chmod(api_env, 0o600)
+        chain.give_to_root(api_env)
 
         w.registry = chain.Registry(work / "registry")
         w.registry.start()
@@ -163,7 +164,7 @@ def world(request):
         if not ready or request.session.testsfailed or failures:
             print(f"chain: kept {work}")
         else:
-            chain.shutil.rmtree(work, ignore_errors=True)
+            chain.remove_tree(work)
 
 
 def remove_images(w):

@@ -130,3 +130,56 @@ def test_each_document_runs_its_host_script_with_the_checked_image_only(aws, sam
     assert re.search(pattern, good)
     for bad in (good + ";id", good.replace("@sha256", ":latest@sha256"), "latchkey-frontend:v1"):
         assert not re.search(pattern, bad), bad
+
+
+def samconfig_overrides():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    overrides = config["default"]["deploy"]["parameters"]["parameter_overrides"]
+    return dict(o.split("=", 1) for o in overrides)
+
+
+def test_the_deploy_lambda_reserves_no_concurrency_unless_asked(sam):
+    """A new account (concurrency limit 10) refuses any reservation and the stack rolls back: the
+    default `sam deploy` (samconfig.toml), the parameter's default and scripts/deploy-aws.sh all
+    reserve nothing, and only DeployReservedConcurrency=1 sets ReservedConcurrentExecutions."""
+    template, _values = sam
+    parameter = template["Parameters"]["DeployReservedConcurrency"]
+    assert parameter["Default"] == 0
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (0, 1)
+    assert samconfig_overrides()["DeployReservedConcurrency"] == "0"
+    assert template["Conditions"]["SerialDeploys"] == {"Fn::Equals": [{"Ref": "DeployReservedConcurrency"}, 1]}
+    function = template["Resources"]["DeployFunction"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == {"Fn::If": ["SerialDeploys", 1, {"Ref": "AWS::NoValue"}]}
+    # Nothing else in the template reserves concurrency for it (a Globals section, say).
+    assert "ReservedConcurrentExecutions" not in template.get("Globals", {}).get("Function", {})
+    deploy_aws = (ROOT / "scripts" / "deploy-aws.sh").read_text()
+    for line in deploy_aws.splitlines():
+        if "DeployReservedConcurrency" in line:
+            assert "DeployReservedConcurrency=0" in line or "DEPLOY_RESERVED_CONCURRENCY" in line, line
+
+
+def test_the_auth_lambda_reads_its_smtp_url_from_the_mail_secret_never_from_a_parameter(sam):
+    template, _values = sam
+    env = template["Resources"]["AuthFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SMTP_URL"] == {"Fn::If": [
+        "AuthSendsMail",
+        {"Fn::Sub": "{{resolve:secretsmanager:${MailSmtpSecretArn}:SecretString:smtp_url}}"},
+        {"Ref": "AWS::NoValue"},
+    ]}
+    assert env["MAIL_FROM"] == {"Fn::If": ["AuthMailFrom", {"Ref": "MailFrom"}, {"Ref": "AWS::NoValue"}]}
+    assert template["Conditions"]["AuthSendsMail"] == {"Fn::And": [
+        {"Condition": "WithAuthFunction"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "MailSmtpSecretArn"}, ""]}]},
+    ]}
+    # An ARN, not a secret: no SMTP parameter takes a password.
+    parameter = template["Parameters"]["MailSmtpSecretArn"]
+    assert parameter["Default"] == ""
+    assert re.match(parameter["AllowedPattern"], "arn:aws:secretsmanager:eu-west-1:123456789012:secret:MailSmtpSecret-AbC123")
+    assert not re.match(parameter["AllowedPattern"], "smtps://AKIA:password@email-smtp.eu-west-1.amazonaws.com:465")
+    assert not [name for name in template["Parameters"] if "smtp" in name.lower() and name != "MailSmtpSecretArn"]
+    # scripts/deploy-aws.sh writes smtp_url into the secret from the sender's key, and passes the
+    # secret's ARN (and the sender) on.
+    deploy_aws = (ROOT / "scripts" / "deploy-aws.sh").read_text()
+    assert "infra/host/ses_smtp.py" in deploy_aws
+    assert '"MailSmtpSecretArn=' in deploy_aws and '"MailFrom=' in deploy_aws
