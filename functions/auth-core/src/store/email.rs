@@ -263,30 +263,33 @@ pub async fn finish_mail(
 /// asking whether it went out.
 pub const FINISHED_MAIL_KEPT: time::Duration = time::Duration::DAY;
 
-/// Deletes finished outbox rows (sent or refused for good) once [`FINISHED_MAIL_KEPT`] has passed
-/// since they finished, and expired links. A mail not sent yet is never deleted, however old:
-/// an SMTP outage longer than a day delays it and loses nothing. Such a row keeps its link's
-/// token only sealed (with a key-encryption key) and loses it once sent.
+/// Deletes a batch of finished outbox rows (sent or refused for good) once [`FINISHED_MAIL_KEPT`]
+/// has passed since they finished, and of expired links; returns how many of each went. A mail
+/// not sent yet is never deleted, however old: an SMTP outage longer than a day delays it and
+/// loses nothing. Such a row keeps its link's token only sealed (with a key-encryption key) and
+/// loses it once sent.
 pub async fn prune_mail(
     db: &impl GenericClient,
     now: OffsetDateTime,
     batch: i64,
-) -> Result<(), Error> {
+) -> Result<[u64; 2], Error> {
     let finished_before = now - FINISHED_MAIL_KEPT;
-    db.execute(
-        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+    let mail = db
+        .execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
              WHERE (sent_at IS NOT NULL OR rejected_at IS NOT NULL) \
              AND coalesce(sent_at, rejected_at) < $1 LIMIT $2)",
-        &[&finished_before, &batch],
-    )
-    .await?;
-    db.execute(
-        "DELETE FROM email_tokens WHERE token_hash IN \
+            &[&finished_before, &batch],
+        )
+        .await?;
+    let links = db
+        .execute(
+            "DELETE FROM email_tokens WHERE token_hash IN \
          (SELECT token_hash FROM email_tokens WHERE expires_at < $1 LIMIT $2)",
-        &[&now, &batch],
-    )
-    .await?;
-    Ok(())
+            &[&now, &batch],
+        )
+        .await?;
+    Ok([mail, links])
 }
 
 /// The account a link would take, without using it: the email (for the password policy) before

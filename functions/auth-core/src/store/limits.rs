@@ -127,7 +127,7 @@ pub async fn prune_expired(
     idle_limit: time::Duration,
 ) -> Result<bool, Error> {
     let a_day_ago = now - time::Duration::DAY;
-    let mut deleted = Vec::with_capacity(5);
+    let mut deleted = Vec::with_capacity(7);
     deleted.push(
         db.execute(
             "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
@@ -161,7 +161,7 @@ pub async fn prune_expired(
         )
         .await?,
     );
-    super::prune_mail(db, now, PRUNE_BATCH).await?;
+    deleted.extend(super::prune_mail(db, now, PRUNE_BATCH).await?);
     deleted.push(
         db.execute(
             "DELETE FROM sessions WHERE id IN ( \
