@@ -239,10 +239,16 @@ impl Mailer {
                         mail.html.clone(),
                     ))
                     .map_err(|e| SendError::Permanent(e.to_string()))?;
-                match transport.send(message).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                    Err(e) => Err(SendError::Transient(e.to_string())),
+                // lettre's own timeout is per read or write: a server that drips its replies
+                // could hold a send far longer, so the whole delivery gets one deadline too.
+                match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                    Ok(Err(e)) => Err(SendError::Transient(e.to_string())),
+                    Err(_) => Err(SendError::Transient(format!(
+                        "no complete delivery within {} s",
+                        SEND_TIMEOUT.as_secs()
+                    ))),
                 }
             }
         }
