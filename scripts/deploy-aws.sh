@@ -84,6 +84,7 @@ role_arn=$(output ReleaseRoleArn)
 mail_secret=$(output MailSmtpSecretArn)
 [ "$mail_secret" != None ] || mail_secret=""
 mail_from=""
+mail_secret_version=""
 if [ -n "$mail_secret" ]; then
   mail_from="Latchkey <no-reply@${MAIL_DOMAIN:?MailSmtpSecretArn is an output: set MAIL_DOMAIN as before}>"
   # The SES SMTP password, derived from the sender's key, into the secret's smtp_url (template.yaml's
@@ -103,6 +104,12 @@ if secret.get("smtp_url") != url:
     echo "wrote smtp_url (SES SMTP, derived from the sender's key) into $mail_secret"
   fi
   unset secret updated
+  # The version now current: CloudFormation resolves a dynamic reference only when the template
+  # or a parameter changes, so naming the version makes a new smtp_url reach the auth Lambda.
+  mail_secret_version=$(aws secretsmanager describe-secret --secret-id "$mail_secret" \
+    --query 'VersionIdsToStages' --output json | python3 -c '
+import json, sys
+print(next(v for v, stages in json.load(sys.stdin).items() if "AWSCURRENT" in stages))')
 fi
 
 say "2/4 the host bundle to s3://$bucket/host/bundle.tar.gz"
@@ -135,7 +142,8 @@ print(json.dumps({"commands": [
     --comment "$comment" --parameters "$parameters" \
     --query Command.CommandId --output text 2>/dev/null || true)
   if [ -n "$command_id" ]; then
-    echo "$comment: sent (SSM command $command_id; a host still booting takes the bundle itself)"
+    echo "$comment: sent (SSM command $command_id; a host still booting takes the bundle itself;"
+    echo "  each host's outcome: aws ssm list-command-invocations --command-id $command_id --details)"
   fi
 }
 update_hosts "$frontend_tag" "latchkey: update the front-end from the host bundle" frontend --saved
@@ -161,7 +169,7 @@ sam deploy --stack-name "$app_stack" --region "$AWS_REGION" --no-confirm-changes
   --no-fail-on-empty-changeset --capabilities CAPABILITY_IAM --resolve-s3 \
   --parameter-overrides "RepositoryName=$repository" "BackendTagKey=$tag_key" "BackendTagValue=$tag_value" \
   "FrontendRepositoryName=$frontend_repository" "FrontendTagValue=$frontend_tag" \
-  "MailSmtpSecretArn=$mail_secret" "MailFrom=$mail_from"
+  "MailSmtpSecretArn=$mail_secret" "MailSecretVersionId=$mail_secret_version" "MailFrom=$mail_from"
 
 say "4/4 done"
 cat <<EOF

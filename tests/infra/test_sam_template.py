@@ -163,11 +163,20 @@ def test_the_deploy_lambda_reserves_no_concurrency_unless_asked(sam):
 def test_the_auth_lambda_reads_its_smtp_url_from_the_mail_secret_never_from_a_parameter(sam):
     template, _values = sam
     env = template["Resources"]["AuthFunction"]["Properties"]["Environment"]["Variables"]
+    # Versioned when deploy-aws.sh names the version: CloudFormation re-resolves a reference only
+    # when the template or a parameter changes, so a rotated key reaches the Lambda this way.
     assert env["SMTP_URL"] == {"Fn::If": [
         "AuthSendsMail",
-        {"Fn::Sub": "{{resolve:secretsmanager:${MailSmtpSecretArn}:SecretString:smtp_url}}"},
+        {"Fn::If": [
+            "MailSecretVersioned",
+            {"Fn::Sub": "{{resolve:secretsmanager:${MailSmtpSecretArn}:SecretString:smtp_url::${MailSecretVersionId}}}"},
+            {"Fn::Sub": "{{resolve:secretsmanager:${MailSmtpSecretArn}:SecretString:smtp_url}}"},
+        ]},
         {"Ref": "AWS::NoValue"},
     ]}
+    assert template["Conditions"]["MailSecretVersioned"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "MailSecretVersionId"}, ""]}]}
+    version = template["Parameters"]["MailSecretVersionId"]["AllowedPattern"]
+    assert re.match(version, "EXAMPLE1-90ab-cdef-fedc-ba987SECRET1") and not re.match(version, "AWSCURRENT x")
     assert env["MAIL_FROM"] == {"Fn::If": ["AuthMailFrom", {"Ref": "MailFrom"}, {"Ref": "AWS::NoValue"}]}
     assert template["Conditions"]["AuthSendsMail"] == {"Fn::And": [
         {"Condition": "WithAuthFunction"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "MailSmtpSecretArn"}, ""]}]},
@@ -183,3 +192,4 @@ def test_the_auth_lambda_reads_its_smtp_url_from_the_mail_secret_never_from_a_pa
     deploy_aws = (ROOT / "scripts" / "deploy-aws.sh").read_text()
     assert "infra/host/ses_smtp.py" in deploy_aws
     assert '"MailSmtpSecretArn=' in deploy_aws and '"MailFrom=' in deploy_aws
+    assert '"MailSecretVersionId=$mail_secret_version"' in deploy_aws
