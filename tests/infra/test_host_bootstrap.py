@@ -467,6 +467,7 @@ def test_nginx_accepts_the_real_ip_settings_with_the_site(tmp_path):
     temp = "".join(f"    {kind}_temp_path {d}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (d / "nginx.conf").write_text(
         f"pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n{temp}"
+        f"    access_log {d}/access.log;\n"
         f"    include {host.path('/etc/nginx/conf.d/00-cloudfront-realip.conf')};\n"
         f"    include {d}/site.conf;\n}}\n"
     )
