@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 schemathesis_version=4.32.5
 if ! command -v schemathesis >/dev/null 2>&1 || [ "$(schemathesis --version | awk '{print $3}')" != "$schemathesis_version" ]; then
   echo "==> installing schemathesis $schemathesis_version"
+  # Into this Python's own packages when it may write there (root, a virtualenv, setup-python's);
+  # else into the user's (~/.local), which a virtualenv could not see.
   user_flag=()
-  [ "$(id -u)" -eq 0 ] || user_flag=(--user)
+  python3 -c 'import os, sys, sysconfig; sys.exit(not os.access(sysconfig.get_paths()["purelib"], os.W_OK))' \
+    || user_flag=(--user)
   python3 -m pip install -q "${user_flag[@]}" "schemathesis==$schemathesis_version"
   export PATH="$HOME/.local/bin:$PATH"
 fi
