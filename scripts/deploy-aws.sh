@@ -140,11 +140,23 @@ print(json.dumps({"commands": [
   command_id=$(aws ssm send-command --document-name AWS-RunShellScript \
     --targets "Key=tag:$tag_key,Values=$tag" --max-concurrency 1 --max-errors 0 \
     --comment "$comment" --parameters "$parameters" \
-    --query Command.CommandId --output text 2>/dev/null || true)
-  if [ -n "$command_id" ]; then
-    echo "$comment: sent (SSM command $command_id; a host still booting takes the bundle itself;"
-    echo "  each host's outcome: aws ssm list-command-invocations --command-id $command_id --details)"
+    --query Command.CommandId --output text) || die "$comment: SSM refused the command (above)"
+  # One host at a time, stopping at the first failure: wait for the roll to end and say how each
+  # host ended, so that a host left on its old settings is not mistaken for an updated one.
+  local status=Pending targets
+  for _ in $(seq 1 180); do
+    read -r status targets < <(aws ssm list-commands --command-id "$command_id" \
+      --query 'Commands[0].[Status,TargetCount]' --output text)
+    case $status in Pending | InProgress | Cancelling) sleep 5 ;; *) break ;; esac
+  done
+  if [ "${targets:-0}" = 0 ]; then
+    echo "$comment: no running host has the tag yet (a host still booting takes the bundle itself)"
+    return 0
   fi
+  aws ssm list-command-invocations --command-id "$command_id" \
+    --query 'CommandInvocations[].[InstanceId,Status]' --output text \
+    | while read -r host_status; do echo "  $comment: $host_status"; done
+  [ "$status" = Success ] || die "$comment: $status; each host's output: aws ssm list-command-invocations --command-id $command_id --details"
 }
 update_hosts "$frontend_tag" "latchkey: update the front-end from the host bundle" frontend --saved
 if [ -n "$mail_secret" ]; then

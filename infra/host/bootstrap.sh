@@ -43,9 +43,35 @@ shift
 # The arguments are kept, so that the daily refresh and scripts/deploy-aws.sh run it again as the
 # stack's user data did, without knowing them.
 saved_args=$root/etc/latchkey/$role.bootstrap-args
+# A host booted before the arguments were kept has only its user data: the last line of it that
+# runs this script for this role holds them (continued lines joined, quoting as the shell reads it).
+user_data=$root/var/lib/cloud/instance/user-data.txt
+args_from_user_data() {
+  python3 - "$role" "$user_data" <<'PY'
+import re, shlex, sys
+role, path = sys.argv[1], sys.argv[2]
+script = re.sub(r"\\\n", " ", open(path, encoding="utf-8").read())
+found = None
+for line in script.splitlines():
+    words = shlex.split(line, comments=True) if "bootstrap.sh" in line else []
+    while words and words[0] in ("exec", "sudo"):
+        words = words[1:]
+    if len(words) >= 2 and words[0].endswith("/infra/host/bootstrap.sh") and words[1] == role:
+        found = words[2:]
+if found is None:
+    sys.exit(1)
+print("\n".join(found))
+PY
+}
 if [ "${1:-}" = --saved ]; then
-  [ -f "$saved_args" ] || die "no $saved_args: run it once with the arguments"
-  mapfile -t args <"$saved_args"
+  if [ -f "$saved_args" ]; then
+    mapfile -t args <"$saved_args"
+  elif [ -f "$user_data" ] && saved_text=$(args_from_user_data) && [ -n "$saved_text" ]; then
+    say "no $saved_args yet: taking the arguments from the host's user data"
+    mapfile -t args <<<"$saved_text"
+  else
+    die "no $saved_args, and no '$role' run of bootstrap.sh in $user_data: run it once with the arguments"
+  fi
   # Options after --saved are added (a later one wins), and kept for the next run.
   shift
   set -- "${args[@]}" "$@"

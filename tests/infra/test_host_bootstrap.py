@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -494,3 +495,78 @@ def test_saved_arguments_take_added_options_once_so_mail_reaches_a_running_back_
     assert env["SMTP_URL"].startswith("smtps://AKIAIOSFODNN7EXAMPLE:")
     assert env["MAIL_FROM"] == "Latchkey <no-reply@example.com>"
     assert env["AUTH_ISSUER"] == "https://d111111abcdef8.cloudfront.net"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts booted before the arguments were kept: only their user data holds them
+
+
+def rendered_user_data(template: dict, instance: str, values: dict[str, str]) -> str:
+    """The instance's UserData from infra/environment.yaml, with its ${...} filled in as
+    CloudFormation would (the values a stack would give; the Sub's own map is named in VALUES)."""
+    sub = template["Resources"][instance]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    text = sub[0] if isinstance(sub, list) else sub
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        assert name in values, f"{instance}'s user data uses ${{{name}}}: give it a value"
+        return values[name]
+
+    return re.sub(r"\$\{([A-Za-z0-9:.]+)\}", fill, text)
+
+
+STACK_VALUES = {
+    "AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com",
+    "ArtifactsBucket": "latchkey-artifacts", "Cdn.DomainName": "d111111abcdef8.cloudfront.net",
+    "VpcCidr": "10.0.0.0/16", "DbHost": "db.abc.eu-west-1.rds.amazonaws.com", "DbPort": "5432",
+    "DatabaseSecret": DB_SECRET, "KeyEncryptionSecret": KEY_SECRET, "Repository": "latchkey-api",
+    "FrontendRepository": "latchkey-frontend", "Backends": "10.0.2.10:8080,10.0.3.10:8080",
+    "MailArgs": f"--mail-secret '{MAIL_SECRET}' --mail-from 'Latchkey <no-reply@example.com>'",
+}
+
+
+@pytest.mark.parametrize("instance", ["BackendInstanceA", "BackendInstanceB"])
+def test_a_back_end_without_saved_arguments_takes_them_from_its_user_data(tmp_path, template, instance):
+    """scripts/deploy-aws.sh runs `backend --saved` on every running back-end; one booted from a
+    bundle that did not keep the arguments reads them from cloud-init's copy of its user data and
+    writes what the user data's own run wrote."""
+    expected = Host(tmp_path / "booted-now", "debian-12", digest=DIGEST)
+    expected.bootstrap(*backend_args(mail=True))
+
+    host = Host(tmp_path / "booted-before", "debian-12", digest=DIGEST)
+    user_data = host.path("/var/lib/cloud/instance/user-data.txt")
+    user_data.parent.mkdir(parents=True)
+    user_data.write_text(rendered_user_data(template, instance, STACK_VALUES))
+    done = host.bootstrap("backend", "--saved")
+    assert "taking the arguments from the host's user data" in done.stdout
+    env = env_file(host.path("/etc/latchkey/api.env"))
+    assert env == env_file(expected.path("/etc/latchkey/api.env"))
+    assert env["AUTH_TRUSTED_PROXIES"] == "127.0.0.1/32,10.0.0.0/16"
+    # Kept now, so the next run needs the user data no more.
+    assert host.path("/etc/latchkey/backend.bootstrap-args").read_text() == \
+        expected.path("/etc/latchkey/backend.bootstrap-args").read_text()
+
+
+def test_a_front_end_without_saved_arguments_takes_them_from_its_user_data(tmp_path, template):
+    expected = Host(tmp_path / "booted-now", "amazon-linux-2023", digest=DIGEST)
+    expected.bootstrap(*FRONTEND_ARGS)
+    host = Host(tmp_path / "booted-before", "amazon-linux-2023", digest=DIGEST)
+    user_data = host.path("/var/lib/cloud/instance/user-data.txt")
+    user_data.parent.mkdir(parents=True)
+    user_data.write_text(rendered_user_data(template, "FrontendInstance", STACK_VALUES))
+    host.bootstrap("frontend", "--saved")
+    assert host.path("/etc/latchkey/frontend.bootstrap-args").read_text() == \
+        expected.path("/etc/latchkey/frontend.bootstrap-args").read_text()
+    assert host.commands("latchkey-frontend-deploy") == expected.commands("latchkey-frontend-deploy")
+
+
+def test_saved_without_saved_arguments_or_user_data_names_what_is_missing(tmp_path):
+    host = Host(tmp_path, "debian-12")
+    done = host.bootstrap("backend", "--saved", check=False)
+    assert done.returncode != 0
+    assert "backend.bootstrap-args" in done.stderr and "user-data.txt" in done.stderr
+    # User data that never ran the back-end's bootstrap (another role's) is not taken either.
+    user_data = host.path("/var/lib/cloud/instance/user-data.txt")
+    user_data.parent.mkdir(parents=True)
+    user_data.write_text("#!/bin/bash\nexec /opt/latchkey/infra/host/bootstrap.sh frontend --backends 10.0.2.10:8080\n")
+    assert host.bootstrap("backend", "--saved", check=False).returncode != 0
