@@ -1,13 +1,18 @@
-"""The client's real address through CloudFront -> the front-end host's nginx -> api-container, as
-the stack sets it up, so that rate limits key on the client and never on CloudFront or nginx.
+"""The client's real address through CloudFront -> the front-end host's nginx -> the back-end
+host's nginx -> api-container, as the stack sets it up, so that rate limits key on the client and
+never on CloudFront or either nginx.
 
-- nginx: the real-IP file infra/host/bootstrap.sh writes (infra/host/cloudfront_realip.py from
-  an ip-ranges.json in which 127.0.0.2 plays CloudFront's origin-facing range), then the real
-  frontend/nginx.conf, rendered as the front-end host renders it.
+- The front-end host's nginx: the real-IP file infra/host/bootstrap.sh writes
+  (infra/host/cloudfront_realip.py from an ip-ranges.json in which 127.0.0.2 plays CloudFront's
+  origin-facing range), then the real frontend/nginx.conf, rendered as the front-end host renders
+  it.
+- The back-end host's nginx: the site `latchkey-deploy init` writes (api-container/deploy), run
+  with a settings file of this test's folders and ports, its upstream the container's port.
 - api-container: AUTH_TRUSTED_PROXIES exactly as infra/environment.yaml's back-end user data
-  passes it (127.0.0.1/32 and the VPC's range; nginx reaches the back-end from 127.0.0.1 here),
-  and a per-network login limit of 3 a minute (the stack keeps the default, 30: only the number
-  is lowered, not how the key is found).
+  passes it (127.0.0.1/32 and the VPC's range: the back-end's own nginx reaches it from 127.0.0.1,
+  and the front-end host from the VPC, played here by 127.0.0.1 too), and a per-network login
+  limit of 3 a minute (the stack keeps the default, 30: only the number is lowered, not how the
+  key is found).
 - Requests come from 127.0.0.2 ("CloudFront") with X-Forwarded-For as CloudFront sends it: what
   the viewer sent, then the viewer's address appended. Requests from 127.0.0.3 play anyone who
   reaches port 80 directly, which the front-end's security group allows.
@@ -27,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import REPO, call, launch_nginx, remember, render_nginx_template, start_stack, stop_stack, wait_for
+from harness import REPO, call, free_port, launch_nginx, remember, render_nginx_template, start_stack, stop_stack, wait_for
 
 CLOUDFRONT = "127.0.0.2"  # the peer nginx believes, as it believes CloudFront's origin-facing ranges
 STRANGER = "127.0.0.3"  # a peer that is not CloudFront
@@ -67,6 +72,47 @@ def realip_conf(folder: Path) -> str:
     return done.stdout
 
 
+class BackendHostNginx:
+    def __init__(self, directory: Path, port: int):
+        self.directory = directory
+        self.port = port
+
+
+def backend_host_nginx(stack) -> BackendHostNginx:
+    """The back-end host's nginx with the site latchkey-deploy writes, its upstream (the slot
+    that serves) the container's port."""
+    d = stack.directory / "backend-host"
+    d.mkdir()
+    os.chmod(d, 0o755)
+    port = free_port()
+    settings = d / "deploy.conf"
+    check = d / "check.conf"
+    settings.write_text(
+        f"ENV_FILE={d}/api.env\nSTATE_DIR={d}/state\nLOCK_FILE={d}/deploy.lock\n"
+        f"CONTAINER_NAME=latchkey-client-address\nLISTEN=127.0.0.1:{port}\n"
+        f"BLUE_PORT={stack.api_port}\nGREEN_PORT={free_port()}\n"
+        f"NGINX_CONF={check}\nNGINX_SITE_FILE={d}/site.conf\nNGINX_UPSTREAM_FILE={d}/upstream.conf\n"
+        f"NGINX_PID_FILE={d}/nginx.pid\n"
+    )
+    # What `latchkey-deploy init` checks its site with (`nginx -t`), as the host's nginx.conf
+    # includes it; launch_nginx below runs the same site in its own prefix.
+    temp = "".join(f"    {kind}_temp_path {d}/check-{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    check.write_text(
+        f"pid {d}/check.pid;\nerror_log {d}/check-error.log;\nevents {{}}\n"
+        f"http {{\n{temp}    access_log {d}/check-access.log;\n    include {d}/site.conf;\n}}\n"
+    )
+    subprocess.run(
+        [str(REPO / "api-container" / "deploy" / "latchkey-deploy"), "init"],
+        env=dict(os.environ, LATCHKEY_DEPLOY_CONF=str(settings)), capture_output=True, text=True, check=True,
+    )
+    served = d / "nginx"
+    served.mkdir()
+    process = launch_nginx(served, (d / "site.conf").read_text())
+    remember(stack.processes, process)
+    wait_for(f"http://127.0.0.1:{port}/healthz", process, served / "nginx-error.log")
+    return BackendHostNginx(served, port)
+
+
 @pytest.fixture(scope="module")
 def edge():
     trusted = trusted_proxies_from_the_stack()
@@ -82,8 +128,9 @@ def edge():
         site = d / "site"
         shutil.copytree(REPO / "frontend" / "public", site)
         os.chmod(d, 0o755)
+        backend_host = backend_host_nginx(stack)
         port = stack.web_port
-        config = realip_conf(d) + render_nginx_template(f"127.0.0.1:{stack.api_port}", f"127.0.0.1:{port}", site)
+        config = realip_conf(d) + render_nginx_template(f"127.0.0.1:{backend_host.port}", f"127.0.0.1:{port}", site)
         (d / "latchkey.conf").write_text(config)
         process = launch_nginx(d, config)
         remember(stack.processes, process)
@@ -91,6 +138,7 @@ def edge():
         wait_for(f"{base_url}/healthz", process, d / "nginx-error.log")
         stack.base_url = base_url
         stack.nginx_dir = d
+        stack.backend_nginx_dir = backend_host.directory
         yield stack
     finally:
         stop_stack(stack)
@@ -127,6 +175,10 @@ def test_two_clients_behind_cloudfront_are_limited_separately(edge):
     # nginx saw the viewers, not CloudFront (its access log's first field is $remote_addr).
     seen = [line.split()[0] for line in (edge.nginx_dir / "nginx-access.log").read_text().splitlines() if "/auth/login" in line]
     assert set(seen) == {a, b}
+    # The back-end host's nginx saw only the front-end host: the client reached the container in
+    # X-Forwarded-For, through both hops.
+    seen = [line.split()[0] for line in (edge.backend_nginx_dir / "nginx-access.log").read_text().splitlines() if "/auth/login" in line]
+    assert seen and set(seen) == {"127.0.0.1"}
 
 
 def test_a_limited_client_cannot_escape_by_sending_its_own_x_forwarded_for(edge):
