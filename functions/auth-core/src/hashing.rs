@@ -7,7 +7,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::Error;
-use crate::kdf::{Backend, Derivation};
+use crate::kdf::{Backend, Lanes};
+
+/// Iterations a thread runs between looks at the queue for a derivation to join it (about 1 ms
+/// of SHA-NI work): how long a newcomer waits at most for a thread that has room.
+const JOIN_STEPS: u32 = 16_384;
 
 /// Runs password hashing on threads of its own, at most `max_concurrent` threads busy with at most
 /// `queue` jobs waiting beyond the idle threads; past that a request is refused at once with 503
@@ -15,10 +19,11 @@ use crate::kdf::{Backend, Derivation};
 /// The hashing threads run at a lower scheduling priority (nice 10): when every core is hashing,
 /// requests that need no hash (token checks, refreshes) still get the CPU first.
 ///
-/// A thread that takes a PBKDF2 derivation while another one waits takes both and runs them
-/// interleaved ([`crate::kdf::derive_many`]): SHA-256's round instructions are latency-bound, so
-/// one core finishes the two in little more than the time of one. A lone derivation never waits
-/// for a partner.
+/// A thread hashing a PBKDF2 derivation takes a waiting one beside it as soon as no thread is idle,
+/// and runs the two interleaved ([`crate::kdf::Lanes`]): SHA-256's round instructions are
+/// latency-bound, so one core finishes two in less than the time of two, and a derivation that
+/// arrives halfway through another joins it there. A lone derivation never waits for a partner,
+/// and an idle thread is always preferred to a shared one.
 pub struct HashingPool {
     shared: Arc<Shared>,
     threads: usize,
@@ -29,7 +34,8 @@ pub struct HashingPool {
 struct Shared {
     state: Mutex<State>,
     work_arrived: Condvar,
-    /// Derivations that ran interleaved with another one (each pair counts once).
+    threads: usize,
+    /// Derivations that joined another one in progress on its thread.
     pairs: AtomicU64,
     /// Every derivation run (a pair counts two): the work password checks and hashes cost, which
     /// `/metrics` shows and tests read to see that a path spent its hash.
@@ -80,6 +86,11 @@ impl Job {
 
 /// Lowers the calling thread's priority; on Linux `setpriority(PRIO_PROCESS, 0, ..)` applies to
 /// the calling thread only. Failing to is harmless: the thread just keeps the normal priority.
+///
+/// Not the idle class (SCHED_IDLE): measured on a 2-vCPU VM (bench/RESULTS.md), it did not shorten
+/// the `/me` tail during a login flood, the kernel places waking threads on a core running only
+/// idle-class work as if it were free, and other busy processes on the machine starve its hashes
+/// outright.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
@@ -97,27 +108,17 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits for work, then takes the next live job and, when it is a derivation, the next live
-    /// derivation behind it as its partner. `None` once the pool is dropped.
-    fn take(&self) -> Option<(Job, Option<Job>)> {
+    /// Waits for work and takes the next live job for a thread that has none. `None` once the
+    /// pool is dropped.
+    fn take(&self) -> Option<Work> {
         let mut state = self.lock();
         loop {
             while let Some(job) = state.jobs.pop_front() {
                 if job.abandoned() {
                     continue;
                 }
-                let partner = if matches!(job.work, Work::Derive(_)) {
-                    state.jobs.retain(|job| !job.abandoned());
-                    state
-                        .jobs
-                        .iter()
-                        .position(|job| matches!(job.work, Work::Derive(_)))
-                        .and_then(|index| state.jobs.remove(index))
-                } else {
-                    None
-                };
                 state.busy += 1;
-                return Some((job, partner));
+                return Some(job.work);
             }
             if state.closed {
                 return None;
@@ -127,6 +128,29 @@ impl Shared {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// What a thread with derivations in progress takes between two runs, once every thread is
+    /// busy (an idle one would start a newcomer at full speed): a task at the head of the queue
+    /// (so that scoring is never starved by a stream of hashes), else a derivation when `room`.
+    fn take_beside(&self, room: bool) -> Option<Work> {
+        let mut state = self.lock();
+        if state.busy < self.threads {
+            return None;
+        }
+        state.jobs.retain(|job| !job.abandoned());
+        let index = match state.jobs.front() {
+            Some(Job {
+                work: Work::Task(_),
+                ..
+            }) => 0,
+            Some(_) if room => state
+                .jobs
+                .iter()
+                .position(|job| matches!(job.work, Work::Derive(_)))?,
+            _ => return None,
+        };
+        state.jobs.remove(index).map(|job| job.work)
     }
 
     /// Marks the thread free, then hands out the results: a caller that submits its next job as
@@ -139,51 +163,82 @@ impl Shared {
     }
 }
 
-fn work(shared: &Shared, backend: Backend) {
-    while let Some((job, partner)) = shared.take() {
-        // A job that panics must not take its thread (or its partner's result) with it.
-        let deliveries = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            match (job.work, partner.map(|partner| partner.work)) {
-                (Work::Task(task), _) => vec![task()],
-                (Work::Derive(first), Some(Work::Derive(second))) => {
-                    shared.pairs.fetch_add(1, Ordering::Relaxed);
-                    shared.derivations.inc_by(2);
-                    derive(backend, [first, second])
-                }
-                (Work::Derive(first), _) => {
-                    shared.derivations.inc();
-                    derive(backend, [first])
-                }
-            }
-        }))
-        .unwrap_or_default();
-        shared.finish(deliveries);
-    }
-}
+type Waiter = tokio::sync::oneshot::Sender<Vec<u8>>;
 
-fn derive<const N: usize>(backend: Backend, jobs: [DeriveJob; N]) -> Vec<Delivery> {
-    let mut outputs: Vec<Vec<u8>> = jobs.iter().map(|job| vec![0u8; job.request.len]).collect();
-    let mut derivations: Vec<Derivation<'_>> = jobs
-        .iter()
-        .zip(outputs.iter_mut())
-        .map(|(job, out)| Derivation {
-            password: &job.request.password,
-            salt: &job.request.salt,
-            iterations: job.request.iterations,
-            extra_iterations: job.request.extra_iterations,
-            out,
-        })
-        .collect();
-    crate::kdf::derive_many(backend, &mut derivations);
-    drop(derivations);
-    jobs.into_iter()
-        .zip(outputs)
-        .map(|(job, output)| -> Delivery {
-            Box::new(move || {
-                let _ = job.done.send(output);
-            })
-        })
-        .collect()
+fn work(shared: &Shared, backend: Backend) {
+    let mut lanes: Lanes<Waiter> = Lanes::new(backend, crate::kdf::WIDTH);
+    while let Some(first) = shared.take() {
+        let mut next = Some(first);
+        loop {
+            match next.take() {
+                Some(Work::Task(task)) => {
+                    // A task that panics must not take its thread (or the derivations beside it)
+                    // with it.
+                    if let Ok(deliver) =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(task))
+                    {
+                        if lanes.is_empty() {
+                            shared.finish(vec![deliver]);
+                            break;
+                        }
+                        deliver();
+                    } else if lanes.is_empty() {
+                        shared.finish(Vec::new());
+                        break;
+                    }
+                }
+                Some(Work::Derive(job)) => {
+                    if !lanes.is_empty() {
+                        shared.pairs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shared.derivations.inc();
+                    let DeriveRequest {
+                        password,
+                        salt,
+                        iterations,
+                        extra_iterations,
+                        len,
+                    } = &job.request;
+                    lanes.add(
+                        job.done,
+                        password,
+                        salt,
+                        *iterations,
+                        *extra_iterations,
+                        *len,
+                    );
+                }
+                None => {}
+            }
+            next = shared.take_beside(lanes.has_room());
+            if next.is_some() {
+                continue;
+            }
+            // A fault in the hashing code must not take the thread with it: the derivations in
+            // progress are dropped, and their callers get an error instead of waiting for ever.
+            let finished =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lanes.run(JOIN_STEPS)))
+                    .unwrap_or_else(|_| {
+                        lanes = Lanes::new(backend, crate::kdf::WIDTH);
+                        Vec::new()
+                    });
+            let deliveries: Vec<Delivery> = finished
+                .into_iter()
+                .map(|(waiter, output)| -> Delivery {
+                    Box::new(move || {
+                        let _ = waiter.send(output);
+                    })
+                })
+                .collect();
+            if lanes.is_empty() {
+                shared.finish(deliveries);
+                break;
+            }
+            for deliver in deliveries {
+                deliver();
+            }
+        }
+    }
 }
 
 impl HashingPool {
@@ -201,6 +256,7 @@ impl HashingPool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work_arrived: Condvar::new(),
+            threads,
             pairs: AtomicU64::new(0),
             derivations: Counter::default(),
         });
@@ -227,7 +283,7 @@ impl HashingPool {
         self.backend
     }
 
-    /// How many times a thread has run two derivations interleaved.
+    /// How many derivations joined another one in progress on its thread.
     pub fn pairs_run(&self) -> u64 {
         self.shared.pairs.load(Ordering::Relaxed)
     }
@@ -289,7 +345,7 @@ impl HashingPool {
     }
 
     /// Derives `request.len` bytes with PBKDF2-HMAC-SHA256 on a hashing thread, interleaved with
-    /// another waiting derivation when there is one.
+    /// another derivation when every thread is busy.
     pub async fn derive(&self, request: DeriveRequest) -> Result<Vec<u8>, Error> {
         let (done, result) = tokio::sync::oneshot::channel();
         let _claim = self.submit(Work::Derive(DeriveJob { request, done }))?;
@@ -410,8 +466,9 @@ mod tests {
         for backend in Backend::available() {
             let pool = Arc::new(HashingPool::with_backend(1, 8, backend).unwrap());
             let (release, running) = block_the_thread(&pool).await;
-            // Five derivations of different lengths queue behind the busy thread: it then takes
-            // them two by two (the last alone), and a task queued between them keeps its turn.
+            // Five derivations of different lengths queue behind the busy thread: it then runs
+            // them two at a time, each one after the first joining one in progress as soon as
+            // there is room, and a task queued behind them keeps its turn.
             let mut waiting = Vec::new();
             for (index, iterations) in [1000u32, 3, 2000, 1, 4096].into_iter().enumerate() {
                 let caller = Arc::clone(&pool);
@@ -436,8 +493,41 @@ mod tests {
             }
             assert_eq!(task.await.unwrap().unwrap(), 42);
             assert_eq!(pool.queue_depth(), 0);
-            assert_eq!(pool.pairs_run(), 2, "{backend:?}");
+            assert_eq!(pool.pairs_run(), 4, "{backend:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_derivation_arriving_halfway_through_another_joins_it() {
+        let pool = Arc::new(HashingPool::new(1, 4).unwrap());
+        let long = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.derive(request(b"long", 400_000)).await })
+        };
+        while pool.shared.lock().busy == 0 {
+            tokio::task::yield_now().await;
+        }
+        let short = pool.derive(request(b"short", 2_000)).await.unwrap();
+        // It joined the long one in progress instead of waiting behind it.
+        assert_eq!(short, reference(b"short", 2_000));
+        assert_eq!(pool.pairs_run(), 1);
+        assert_eq!(long.await.unwrap().unwrap(), reference(b"long", 400_000));
+    }
+
+    #[tokio::test]
+    async fn an_idle_thread_takes_a_newcomer_before_a_busy_one_shares_its_core() {
+        let pool = Arc::new(HashingPool::new(2, 4).unwrap());
+        let first = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.derive(request(b"first", 200_000)).await })
+        };
+        while pool.shared.lock().busy == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = pool.derive(request(b"second", 200_000)).await.unwrap();
+        assert_eq!(second, reference(b"second", 200_000));
+        assert_eq!(first.await.unwrap().unwrap(), reference(b"first", 200_000));
+        assert_eq!(pool.pairs_run(), 0);
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ struct Chain {
     left: u32,
     extra: u32,
     taken: bool,
-    /// The request and the byte offset in its output this chain fills.
+    /// The derivation (its slot in [`Lanes`]) and the byte offset in its output this chain fills.
     request: usize,
     offset: usize,
 }
@@ -204,69 +204,217 @@ pub fn pbkdf2_hmac_sha256(password: &[u8], salt: &[u8], iterations: u32, out: &m
 /// have iterations left. A backend this CPU lacks falls back to the portable one (callers choose
 /// through [`Backend::fastest`] or [`Backend::available`], so this is a guard, not a path).
 pub fn derive_many(backend: Backend, requests: &mut [Derivation<'_>]) {
-    let backend = if backend.is_available() {
-        backend
-    } else {
-        Backend::Portable
-    };
-    let mut chains = Vec::new();
+    derive_interleaved(backend, WIDTH, requests);
+}
+
+/// How many chains [`derive_many`] and a default [`Lanes`] advance at once. Two: on the CPUs
+/// measured (`make bench`'s hash_bench), three or four were no faster per hash than two.
+pub const WIDTH: usize = 2;
+
+/// [`derive_many`] with up to `width` chains (1 to 4) interleaved at once.
+pub fn derive_interleaved(backend: Backend, width: usize, requests: &mut [Derivation<'_>]) {
+    let mut lanes = Lanes::new(backend, width);
     for (request, derivation) in requests.iter().enumerate() {
-        let (inner, outer) = keyed_states(derivation.password);
-        for (index, offset) in (0..derivation.out.len()).step_by(DIGEST).enumerate() {
-            let u = first_iteration(derivation.password, derivation.salt, index);
-            chains.push(Chain {
+        lanes.add(
+            request,
+            derivation.password,
+            derivation.salt,
+            derivation.iterations,
+            derivation.extra_iterations,
+            derivation.out.len(),
+        );
+    }
+    while !lanes.is_empty() {
+        for (request, output) in lanes.run(u32::MAX) {
+            requests[request].out.copy_from_slice(&output);
+        }
+    }
+}
+
+/// Derivations in progress on one thread, which can be joined between runs: up to `width` chains
+/// advance interleaved, and a derivation added while another is halfway through runs beside it
+/// from then on, instead of after it or alone on another core. Each one carries a tag of the
+/// caller's, given back with its output.
+pub struct Lanes<T> {
+    backend: Backend,
+    width: usize,
+    chains: Vec<Chain>,
+    slots: Vec<Option<Slot<T>>>,
+}
+
+struct Slot<T> {
+    tag: T,
+    out: Vec<u8>,
+    /// Chains of this derivation not finished yet (one per 32 bytes of output).
+    chains_left: usize,
+}
+
+impl<T> Lanes<T> {
+    /// `width` is clamped to 1..=4; a backend this CPU lacks falls back to the portable one.
+    pub fn new(backend: Backend, width: usize) -> Self {
+        let backend = if backend.is_available() {
+            backend
+        } else {
+            Backend::Portable
+        };
+        Lanes {
+            backend,
+            width: width.clamp(1, 4),
+            chains: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Whether a derivation added now would advance at once, beside the ones in progress.
+    pub fn has_room(&self) -> bool {
+        self.chains.len() < self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+
+    /// Derivations in progress.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.is_some()).count()
+    }
+
+    /// Starts deriving `len` bytes from `password` and `salt` (see [`Derivation`] for
+    /// `extra_iterations`); its output comes back from [`Lanes::run`] with `tag`.
+    pub fn add(
+        &mut self,
+        tag: T,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+        extra_iterations: u32,
+        len: usize,
+    ) {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let (inner, outer) = keyed_states(password);
+        let mut chains_left = 0;
+        for (index, offset) in (0..len).step_by(DIGEST).enumerate() {
+            let u = first_iteration(password, salt, index);
+            self.chains.push(Chain {
                 inner,
                 outer,
                 u,
                 t: u,
-                left: derivation.iterations.saturating_sub(1),
-                extra: derivation.extra_iterations,
+                left: iterations.saturating_sub(1),
+                extra: extra_iterations,
                 taken: false,
-                request,
+                request: slot,
                 offset,
             });
+            chains_left += 1;
+        }
+        self.slots[slot] = Some(Slot {
+            tag,
+            out: vec![0; len],
+            chains_left,
+        });
+        if chains_left == 0 {
+            // Nothing to compute (an empty output): it is finished on the next run.
+            self.chains.push(Chain {
+                inner,
+                outer,
+                u: [0; 8],
+                t: [0; 8],
+                left: 0,
+                extra: 0,
+                taken: true,
+                request: slot,
+                offset: 0,
+            });
+            if let Some(slot) = self.slots[slot].as_mut() {
+                slot.chains_left = 1;
+            }
         }
     }
-    let mut done = Vec::with_capacity(chains.len());
-    loop {
-        // Take each finished phase's output before pairing what remains.
+
+    /// Advances the chains in progress (up to `width` of them interleaved) by at most `steps`
+    /// iterations, and returns the derivations that finished, with their tags. It stops early
+    /// when one of them finishes, so that a waiting derivation can take its room.
+    pub fn run(&mut self, steps: u32) -> Vec<(T, Vec<u8>)> {
+        // Derivations with nothing to run (one iteration, an empty output) are returned at once,
+        // before anything advances, so that the caller can fill their room first.
+        let finished = self.collect_phases();
+        if !finished.is_empty() {
+            return finished;
+        }
+        let steps = steps.max(1);
+        match self.chains.len().min(self.width) {
+            0 => {}
+            1 => advance_first::<1>(self.backend, &mut self.chains, steps),
+            2 => advance_first::<2>(self.backend, &mut self.chains, steps),
+            3 => advance_first::<3>(self.backend, &mut self.chains, steps),
+            _ => advance_first::<4>(self.backend, &mut self.chains, steps),
+        }
+        self.collect_phases()
+    }
+
+    /// Takes each finished phase's output; a chain past its extra iterations leaves, and a
+    /// derivation whose chains have all left is returned.
+    fn collect_phases(&mut self) -> Vec<(T, Vec<u8>)> {
+        let mut finished = Vec::new();
         let mut index = 0;
-        while index < chains.len() {
-            if chains[index].left > 0 {
+        while index < self.chains.len() {
+            if self.chains[index].left > 0 {
                 index += 1;
                 continue;
             }
-            let chain = &mut chains[index];
+            let chain = &mut self.chains[index];
+            let slot = chain.request;
             if !chain.taken {
                 chain.taken = true;
-                done.push((chain.request, chain.offset, chain.t));
+                if let Some(Slot { out, .. }) = self.slots[slot].as_mut() {
+                    let out = &mut out[chain.offset..];
+                    let len = out.len().min(DIGEST);
+                    let mut bytes = [0u8; DIGEST];
+                    write_words(&chain.t, &mut bytes);
+                    out[..len].copy_from_slice(&bytes[..len]);
+                }
             }
             if chain.extra > 0 {
                 chain.left = std::mem::take(&mut chain.extra);
                 index += 1;
-            } else {
-                chains.swap_remove(index);
+                continue;
+            }
+            // `remove`, not `swap_remove`: the chains keep their order, so the oldest ones run.
+            self.chains.remove(index);
+            let done = match self.slots[slot].as_mut() {
+                Some(entry) => {
+                    entry.chains_left -= 1;
+                    entry.chains_left == 0
+                }
+                None => false,
+            };
+            if done && let Some(entry) = self.slots[slot].take() {
+                finished.push((entry.tag, entry.out));
             }
         }
-        match chains.as_mut_slice() {
-            [] => break,
-            [only] => {
-                let steps = only.left;
-                advance(backend, [only], steps);
-            }
-            [first, second, ..] => {
-                let steps = first.left.min(second.left);
-                advance(backend, [first, second], steps);
-            }
-        }
+        finished
     }
-    for (request, offset, t) in done {
-        let out = &mut requests[request].out[offset..];
-        let len = out.len().min(DIGEST);
-        let mut bytes = [0u8; DIGEST];
-        write_words(&t, &mut bytes);
-        out[..len].copy_from_slice(&bytes[..len]);
-    }
+}
+
+/// Advances the first `N` chains together by `steps`, or until the first of them ends its phase.
+fn advance_first<const N: usize>(backend: Backend, chains: &mut [Chain], steps: u32) {
+    let Ok(group) = <&mut [Chain; N]>::try_from(&mut chains[..N]) else {
+        return;
+    };
+    let steps = group
+        .iter()
+        .map(|chain| chain.left)
+        .min()
+        .unwrap_or(0)
+        .min(steps);
+    advance(backend, group.each_mut(), steps);
 }
 
 /// Advances `N` independent chains by `steps` iterations each.
@@ -837,6 +985,43 @@ mod tests {
                     },
                 ]);
                 prop_assert_eq!(&paired, &expected, "{:?} paired", backend);
+            }
+        }
+
+        /// A derivation joins one that has run `head_start` iterations already, a third joins
+        /// when there is room, at every width: each output is still the reference's.
+        #[test]
+        fn derivations_joining_halfway_match_the_pbkdf2_crate_at_every_width(
+            inputs in proptest::collection::vec(input(), 3),
+            extra in 0u32..5,
+            head_start in 1u32..40,
+            step in 1u32..10,
+            width in 1usize..=4,
+        ) {
+            let expected: Vec<Vec<u8>> =
+                inputs.iter().map(|i| reference(&i.0, &i.1, i.2, i.3)).collect();
+            for backend in Backend::available() {
+                let mut lanes = Lanes::new(backend, width);
+                let mut outputs: Vec<Option<Vec<u8>>> = vec![None; 3];
+                let [first, rest @ ..] = inputs.as_slice() else { unreachable!() };
+                lanes.add(0usize, &first.0, &first.1, first.2, extra, first.3);
+                for (tag, output) in lanes.run(head_start) {
+                    outputs[tag] = Some(output);
+                }
+                let mut waiting: Vec<(usize, &Input)> = rest.iter().enumerate().map(|(i, input)| (i + 1, input)).collect();
+                while !(lanes.is_empty() && waiting.is_empty()) {
+                    if lanes.has_room() && !waiting.is_empty() {
+                        let (tag, input) = waiting.remove(0);
+                        lanes.add(tag, &input.0, &input.1, input.2, 0, input.3);
+                    }
+                    for (tag, output) in lanes.run(step) {
+                        prop_assert!(outputs[tag].is_none(), "{:?}: {} finished twice", backend, tag);
+                        outputs[tag] = Some(output);
+                    }
+                }
+                prop_assert_eq!(lanes.len(), 0);
+                let outputs: Vec<Vec<u8>> = outputs.into_iter().map(Option::unwrap_or_default).collect();
+                prop_assert_eq!(&outputs, &expected, "{:?} width {}", backend, width);
             }
         }
     }
