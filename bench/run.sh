@@ -10,7 +10,9 @@
 #     free loopback port (default PBKDF2 iterations, per-IP limits off);
 #  4. wrk against 127.0.0.1 only, every run bounded (BENCH_DURATION, at most 10 s): /me, refresh,
 #     login, register;
-#  5. /me p99 at idle and during a login flood;
+#  5. (run last, after 6) /me p99 at a steady pace (bench/me-paced.lua), at idle and during a
+#     login flood: with the default hashing pool (one thread per core), then with one core kept
+#     free of hashing (AUTH_MAX_CONCURRENT_HASHES = cores - 1);
 #  5b. the peer: fastapi-users 15 (bench/peer/app.py, pinned in bench/peer/requirements.txt, in a
 #     virtualenv of its own under ~/.cache/latchkey), 2 uvicorn workers, asyncpg pool 16, on a
 #     PostgreSQL cluster of its own, driven by the same wrk scripts: /me, login, register;
@@ -124,13 +126,14 @@ sql() { "${psql_admin[@]}" -d latchkey -tA -c "$1"; }
 port=$(free_port)
 base="http://127.0.0.1:$port"
 ready_ms=""
+service_settings=()   # NAME=value settings added to the service's environment
 start_service() {   # sets service_pid, and ready_ms: milliseconds from process start to /readyz 200
   local started now
   started=$(date +%s%N)
   env DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/latchkey?sslmode=verify-full" \
     DB_CA_FILE="$pg_dir/ca.crt" LISTEN_ADDR="127.0.0.1:$port" AUTH_ISSUER="$base" \
     AUTH_IP_LOGINS_PER_MINUTE=0 AUTH_IP_REGISTRATIONS_PER_HOUR=0 AUTH_COOKIE_SECURE=false \
-    LOG_FORMAT=json RUST_LOG=warn \
+    LOG_FORMAT=json RUST_LOG=warn ${service_settings[@]+"${service_settings[@]}"} \
     "$target/release/api-container" >>"$work/service.log" 2>&1 &
   service_pid=$!
   until curl -fsS -o /dev/null "$base/readyz" 2>/dev/null; do
@@ -209,23 +212,9 @@ for _ in $(seq 1 "$nproc"); do tokens="$tokens $(login | json_field refresh_toke
 REFRESH_TOKENS=$tokens run_wrk refresh refresh.lua "$nproc" "$nproc" "$duration"
 run_wrk login login.lua "$nproc" $(( 2 * nproc )) "$duration"
 run_wrk register register.lua "$nproc" $(( 2 * nproc )) "$duration"
-
-# 5. isolation: /me idle, then /me while a login flood (more connections than cores) fills the pool.
+# The runs below set it afresh, and wrk's scripts read it.
 export ACCESS_TOKEN
-ACCESS_TOKEN=$(access_token)
-run_wrk me-idle me.lua 1 2 "$duration"
-flood_seconds=$duration
-me_seconds=$(( duration > 3 ? duration - 2 : 1 ))
-statuses >"$work/status-login-flood.before"
-BENCH_OUT="$work/wrk-login-flood.json" wrk -t 1 -c $(( 4 * nproc )) -d "${flood_seconds}s" --timeout 10s \
-  -s "$bench/login.lua" "$base" >"$work/wrk-login-flood.txt" &
-flood_pid=$!
-background_pids+=("$flood_pid")
-sleep 1
-run_wrk me-flood me.lua 1 2 "$me_seconds"
-wait "$flood_pid" || die "the login flood failed"
-statuses >"$work/status-login-flood.after"
-cat "$work/wrk-login-flood.json" >&2
+
 rss_load_kb=$(cat "$work/rss-max")
 
 # 5b. The peer, with the service idle beside it.
@@ -321,6 +310,35 @@ sql "$sessions_query" >"$work/sessions-after.json"
 sql "VACUUM sessions" >/dev/null
 sql "$sessions_query" >"$work/sessions-after-vacuum.json"
 cat "$work/sessions-before.json" "$work/sessions-after.json" >&2
+
+# 5. isolation (last, so that restarting the service changes no other figure): /me at a steady
+# pace, idle, then while a login flood (more connections than cores) fills the pool; then the same
+# with one core kept free of hashing.
+ACCESS_TOKEN=$(access_token)
+flood_seconds=$duration
+me_seconds=$(( duration > 3 ? duration - 2 : 1 ))
+isolation() {   # SUFFIX: /me during a login flood
+  statuses >"$work/status-login-flood$1.before"
+  BENCH_OUT="$work/wrk-login-flood$1.json" wrk -t 1 -c $(( 4 * nproc )) -d "${flood_seconds}s" --timeout 10s \
+    -s "$bench/login.lua" "$base" >"$work/wrk-login-flood$1.txt" &
+  flood_pid=$!
+  background_pids+=("$flood_pid")
+  sleep 1
+  run_wrk "me-flood$1" me-paced.lua 1 2 "$me_seconds"
+  wait "$flood_pid" || die "the login flood failed"
+  statuses >"$work/status-login-flood$1.after"
+  cat "$work/wrk-login-flood$1.json" >&2
+}
+run_wrk me-idle me-paced.lua 1 2 "$duration"
+isolation ""
+if [ "$nproc" -gt 1 ]; then
+  stop_service
+  service_settings=("AUTH_MAX_CONCURRENT_HASHES=$(( nproc - 1 ))")
+  start_service
+  service_settings=()
+  ACCESS_TOKEN=$(access_token)
+  isolation -reserved
+fi
 
 # 7. image size.
 image_bytes=""
