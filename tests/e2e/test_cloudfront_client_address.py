@@ -72,15 +72,9 @@ def realip_conf(folder: Path) -> str:
     return done.stdout
 
 
-class BackendHostNginx:
-    def __init__(self, directory: Path, port: int):
-        self.directory = directory
-        self.port = port
-
-
-def backend_host_nginx(stack) -> BackendHostNginx:
+def backend_host_nginx(stack) -> tuple[Path, int]:
     """The back-end host's nginx with the site latchkey-deploy writes, its upstream (the slot
-    that serves) the container's port."""
+    that serves) the container's port: its folder (logs) and its port."""
     d = stack.directory / "backend-host"
     d.mkdir()
     os.chmod(d, 0o755)
@@ -110,7 +104,7 @@ def backend_host_nginx(stack) -> BackendHostNginx:
     process = launch_nginx(served, (d / "site.conf").read_text())
     remember(stack.processes, process)
     wait_for(f"http://127.0.0.1:{port}/healthz", process, served / "nginx-error.log")
-    return BackendHostNginx(served, port)
+    return served, port
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +122,9 @@ def edge():
         site = d / "site"
         shutil.copytree(REPO / "frontend" / "public", site)
         os.chmod(d, 0o755)
-        backend_host = backend_host_nginx(stack)
+        backend_dir, backend_port = backend_host_nginx(stack)
         port = stack.web_port
-        config = realip_conf(d) + render_nginx_template(f"127.0.0.1:{backend_host.port}", f"127.0.0.1:{port}", site)
+        config = realip_conf(d) + render_nginx_template(f"127.0.0.1:{backend_port}", f"127.0.0.1:{port}", site)
         (d / "latchkey.conf").write_text(config)
         process = launch_nginx(d, config)
         remember(stack.processes, process)
@@ -138,7 +132,7 @@ def edge():
         wait_for(f"{base_url}/healthz", process, d / "nginx-error.log")
         stack.base_url = base_url
         stack.nginx_dir = d
-        stack.backend_nginx_dir = backend_host.directory
+        stack.backend_nginx_dir = backend_dir
         yield stack
     finally:
         stop_stack(stack)

@@ -174,17 +174,14 @@ fn work(shared: &Shared, backend: Backend) {
                 Some(Work::Task(task)) => {
                     // A task that panics must not take its thread (or the derivations beside it)
                     // with it.
-                    if let Ok(deliver) =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(task))
-                    {
-                        if lanes.is_empty() {
-                            shared.finish(vec![deliver]);
-                            break;
-                        }
-                        deliver();
-                    } else if lanes.is_empty() {
-                        shared.finish(Vec::new());
+                    let delivery =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).ok();
+                    if lanes.is_empty() {
+                        shared.finish(delivery.into_iter().collect());
                         break;
+                    }
+                    if let Some(deliver) = delivery {
+                        deliver();
                     }
                 }
                 Some(Work::Derive(job)) => {
@@ -407,10 +404,28 @@ mod tests {
             let pool = Arc::clone(pool);
             tokio::spawn(async move { pool.run(move || release_rx.recv().is_ok()).await })
         };
+        until_a_thread_is_busy(pool).await;
+        (release_tx, running)
+    }
+
+    async fn until_a_thread_is_busy(pool: &HashingPool) {
         while pool.shared.lock().busy == 0 {
             tokio::task::yield_now().await;
         }
-        (release_tx, running)
+    }
+
+    /// A derivation started on a thread of the pool (returned once a thread has taken it).
+    async fn derivation_in_progress(
+        pool: &Arc<HashingPool>,
+        password: &'static [u8],
+        iterations: u32,
+    ) -> tokio::task::JoinHandle<Result<Vec<u8>, Error>> {
+        let running = {
+            let pool = Arc::clone(pool);
+            tokio::spawn(async move { pool.derive(request(password, iterations)).await })
+        };
+        until_a_thread_is_busy(pool).await;
+        running
     }
 
     #[tokio::test]
@@ -500,13 +515,7 @@ mod tests {
     #[tokio::test]
     async fn a_derivation_arriving_halfway_through_another_joins_it() {
         let pool = Arc::new(HashingPool::new(1, 4).unwrap());
-        let long = {
-            let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.derive(request(b"long", 400_000)).await })
-        };
-        while pool.shared.lock().busy == 0 {
-            tokio::task::yield_now().await;
-        }
+        let long = derivation_in_progress(&pool, b"long", 400_000).await;
         let short = pool.derive(request(b"short", 2_000)).await.unwrap();
         // It joined the long one in progress instead of waiting behind it.
         assert_eq!(short, reference(b"short", 2_000));
@@ -517,13 +526,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_thread_takes_a_newcomer_before_a_busy_one_shares_its_core() {
         let pool = Arc::new(HashingPool::new(2, 4).unwrap());
-        let first = {
-            let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.derive(request(b"first", 200_000)).await })
-        };
-        while pool.shared.lock().busy == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = derivation_in_progress(&pool, b"first", 200_000).await;
         let second = pool.derive(request(b"second", 200_000)).await.unwrap();
         assert_eq!(second, reference(b"second", 200_000));
         assert_eq!(first.await.unwrap().unwrap(), reference(b"first", 200_000));

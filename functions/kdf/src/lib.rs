@@ -240,6 +240,8 @@ pub struct Lanes<T> {
     width: usize,
     chains: Vec<Chain>,
     slots: Vec<Option<Slot<T>>>,
+    /// Finished without a chain to run (an empty output), waiting for the next run.
+    ready: Vec<(T, Vec<u8>)>,
 }
 
 struct Slot<T> {
@@ -262,6 +264,7 @@ impl<T> Lanes<T> {
             width: width.clamp(1, 4),
             chains: Vec::new(),
             slots: Vec::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -271,7 +274,7 @@ impl<T> Lanes<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty()
+        self.chains.is_empty() && self.ready.is_empty()
     }
 
     /// Derivations in progress.
@@ -320,20 +323,9 @@ impl<T> Lanes<T> {
             chains_left,
         });
         if chains_left == 0 {
-            // Nothing to compute (an empty output): it is finished on the next run.
-            self.chains.push(Chain {
-                inner,
-                outer,
-                u: [0; 8],
-                t: [0; 8],
-                left: 0,
-                extra: 0,
-                taken: true,
-                request: slot,
-                offset: 0,
-            });
-            if let Some(slot) = self.slots[slot].as_mut() {
-                slot.chains_left = 1;
+            // Nothing to compute (an empty output): it is returned by the next run.
+            if let Some(empty) = self.slots[slot].take() {
+                self.ready.push((empty.tag, empty.out));
             }
         }
     }
@@ -344,7 +336,8 @@ impl<T> Lanes<T> {
     pub fn run(&mut self, steps: u32) -> Vec<(T, Vec<u8>)> {
         // Derivations with nothing to run (one iteration, an empty output) are returned at once,
         // before anything advances, so that the caller can fill their room first.
-        let finished = self.collect_phases();
+        let mut finished = std::mem::take(&mut self.ready);
+        finished.extend(self.collect_phases());
         if !finished.is_empty() {
             return finished;
         }
@@ -899,6 +892,15 @@ mod tests {
                 assert_eq!(hex(&outputs[1]), second.3, "{backend:?}");
             }
         }
+    }
+
+    #[test]
+    fn an_empty_output_comes_back_from_the_next_run_without_a_chain() {
+        let mut lanes = Lanes::new(Backend::fastest(), WIDTH);
+        lanes.add("empty", b"pw", b"salt", 1000, 0, 0);
+        assert!(!lanes.is_empty());
+        assert_eq!(lanes.run(1), vec![("empty", Vec::new())]);
+        assert!(lanes.is_empty());
     }
 
     #[test]
