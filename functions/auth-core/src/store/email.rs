@@ -1,5 +1,6 @@
 //! Verification and reset links, the verified flag, and the mail outbox.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,7 +34,8 @@ pub async fn insert_email_token(
     now: OffsetDateTime,
     expires_at: OffsetDateTime,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "INSERT INTO email_tokens (token_hash, purpose, user_id, email, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -56,7 +58,8 @@ pub async fn delete_email_tokens(
     user_id: Uuid,
     purpose: LinkPurpose,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "DELETE FROM email_tokens WHERE user_id = $1 AND purpose = $2",
         &[&user_id, &purpose.as_str()],
     )
@@ -73,18 +76,18 @@ pub async fn take_email_token(
     purpose: LinkPurpose,
     now: OffsetDateTime,
 ) -> Result<Option<super::UserRow>, Error> {
-    let row = db
-        .query_opt(
-            concat!(
-                "WITH taken AS (DELETE FROM email_tokens WHERE token_hash = $1 AND purpose = $2 \
+    let row = cached::query_opt(
+        db,
+        concat!(
+            "WITH taken AS (DELETE FROM email_tokens WHERE token_hash = $1 AND purpose = $2 \
                  RETURNING user_id, email, expires_at) SELECT ",
-                user_columns!(),
-                " FROM taken t JOIN users u ON u.id = t.user_id AND u.email = t.email \
+            user_columns!(),
+            " FROM taken t JOIN users u ON u.id = t.user_id AND u.email = t.email \
                  WHERE t.expires_at > $3"
-            ),
-            &[&token_hash.as_slice(), &purpose.as_str(), &now],
-        )
-        .await?;
+        ),
+        &[&token_hash.as_slice(), &purpose.as_str(), &now],
+    )
+    .await?;
     row.as_ref()
         .map(|row| super::users::user_from(row, 0))
         .transpose()
@@ -97,12 +100,12 @@ pub async fn mark_email_verified(
     user_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<bool, Error> {
-    let changed = db
-        .execute(
-            "UPDATE users SET email_verified_at = $2 WHERE id = $1 AND email_verified_at IS NULL",
-            &[&user_id, &now],
-        )
-        .await?;
+    let changed = cached::execute(
+        db,
+        "UPDATE users SET email_verified_at = $2 WHERE id = $1 AND email_verified_at IS NULL",
+        &[&user_id, &now],
+    )
+    .await?;
     Ok(changed == 1)
 }
 
@@ -113,7 +116,8 @@ pub async fn reset_password_hash(
     user_id: Uuid,
     new_hash: &str,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "UPDATE users SET password_hash = $2 WHERE id = $1",
         &[&user_id, &new_hash],
     )
@@ -127,12 +131,12 @@ pub async fn revoke_all_sessions(
     user_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<u64, Error> {
-    Ok(db
-        .execute(
-            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-            &[&user_id, &now],
-        )
-        .await?)
+    Ok(cached::execute(
+        db,
+        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        &[&user_id, &now],
+    )
+    .await?)
 }
 
 /// A mail to write into the outbox.
@@ -151,7 +155,7 @@ pub async fn enqueue_mail(
     mail: &NewMail<'_>,
     now: OffsetDateTime,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(db,
         "INSERT INTO outbox (id, kind, recipient, link_token, token_sealed, created_at, next_attempt_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
         &[
@@ -188,8 +192,7 @@ pub async fn claim_due_mail(
     lease: time::Duration,
     limit: i64,
 ) -> Result<Vec<ClaimedMail>, Error> {
-    let rows = db
-        .query(
+    let rows = cached::query(db,
             "UPDATE outbox o SET claim_id = $1, attempts = o.attempts + 1, \
                  next_attempt_at = $2::timestamptz + make_interval(secs => $3) \
              WHERE o.id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND rejected_at IS NULL \
@@ -232,7 +235,8 @@ pub async fn finish_mail(
 ) -> Result<(), Error> {
     match outcome {
         MailOutcome::Sent => {
-            db.execute(
+            cached::execute(
+                db,
                 "UPDATE outbox SET sent_at = $3, link_token = NULL, claim_id = NULL \
                  WHERE id = $1 AND claim_id = $2",
                 &[&id, &claim_id, &now],
@@ -240,7 +244,8 @@ pub async fn finish_mail(
             .await?
         }
         MailOutcome::Rejected => {
-            db.execute(
+            cached::execute(
+                db,
                 "UPDATE outbox SET rejected_at = $3, link_token = NULL, claim_id = NULL \
                  WHERE id = $1 AND claim_id = $2",
                 &[&id, &claim_id, &now],
@@ -248,7 +253,8 @@ pub async fn finish_mail(
             .await?
         }
         MailOutcome::RetryAt(at) => {
-            db.execute(
+            cached::execute(
+                db,
                 "UPDATE outbox SET next_attempt_at = $3, claim_id = NULL \
                  WHERE id = $1 AND claim_id = $2",
                 &[&id, &claim_id, at],
@@ -274,21 +280,21 @@ pub async fn prune_mail(
     batch: i64,
 ) -> Result<[u64; 2], Error> {
     let finished_before = now - FINISHED_MAIL_KEPT;
-    let mail = db
-        .execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+    let mail = cached::execute(
+        db,
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
              WHERE (sent_at IS NOT NULL OR rejected_at IS NOT NULL) \
              AND coalesce(sent_at, rejected_at) < $1 LIMIT $2)",
-            &[&finished_before, &batch],
-        )
-        .await?;
-    let links = db
-        .execute(
-            "DELETE FROM email_tokens WHERE token_hash IN \
+        &[&finished_before, &batch],
+    )
+    .await?;
+    let links = cached::execute(
+        db,
+        "DELETE FROM email_tokens WHERE token_hash IN \
          (SELECT token_hash FROM email_tokens WHERE expires_at < $1 LIMIT $2)",
-            &[&now, &batch],
-        )
-        .await?;
+        &[&now, &batch],
+    )
+    .await?;
     Ok([mail, links])
 }
 
@@ -300,17 +306,17 @@ pub async fn peek_email_token(
     purpose: LinkPurpose,
     now: OffsetDateTime,
 ) -> Result<Option<super::UserRow>, Error> {
-    let row = db
-        .query_opt(
-            concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM email_tokens t JOIN users u ON u.id = t.user_id AND u.email = t.email \
+    let row = cached::query_opt(
+        db,
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM email_tokens t JOIN users u ON u.id = t.user_id AND u.email = t.email \
                  WHERE t.token_hash = $1 AND t.purpose = $2 AND t.expires_at > $3"
-            ),
-            &[&token_hash.as_slice(), &purpose.as_str(), &now],
-        )
-        .await?;
+        ),
+        &[&token_hash.as_slice(), &purpose.as_str(), &now],
+    )
+    .await?;
     row.as_ref()
         .map(|row| super::users::user_from(row, 0))
         .transpose()

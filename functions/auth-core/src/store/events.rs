@@ -1,5 +1,6 @@
 //! The security events shown to an account's owner.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -49,13 +50,14 @@ pub async fn record_event(
     ip: Option<&str>,
     user_agent: Option<&str>,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(db,
         "INSERT INTO security_events (id, user_id, type, at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&Uuid::now_v7(), &user_id, &event.as_str(), &at, &ip, &user_agent],
     )
     .await?;
     // Keep each account's history bounded without a cleanup job.
-    db.execute(
+    cached::execute(
+        db,
         "DELETE FROM security_events WHERE user_id = $1 AND id IN \
          (SELECT id FROM security_events WHERE user_id = $1 ORDER BY at DESC, id DESC OFFSET $2)",
         &[&user_id, &EVENTS_KEPT_PER_USER],
@@ -76,13 +78,13 @@ pub async fn recent_events(
     user_id: Uuid,
     limit: i64,
 ) -> Result<Vec<EventRow>, Error> {
-    let rows = db
-        .query(
-            "SELECT type, at, ip, user_agent FROM security_events WHERE user_id = $1 \
+    let rows = cached::query(
+        db,
+        "SELECT type, at, ip, user_agent FROM security_events WHERE user_id = $1 \
              ORDER BY at DESC, id DESC LIMIT $2",
-            &[&user_id, &limit],
-        )
-        .await?;
+        &[&user_id, &limit],
+    )
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(EventRow {

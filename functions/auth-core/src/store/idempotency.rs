@@ -1,5 +1,6 @@
 //! Requests made with an `Idempotency-Key` (login and what a signed-in session changes).
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,22 +34,22 @@ pub async fn claim_request(
     now: OffsetDateTime,
     kept_since: OffsetDateTime,
 ) -> Result<RequestClaim, Error> {
-    let claimed = tx
-        .execute(
-            "INSERT INTO idempotent_requests (key_hash, fingerprint, session_id, created_at) \
+    let claimed = cached::execute(
+        tx,
+        "INSERT INTO idempotent_requests (key_hash, fingerprint, session_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO UPDATE \
              SET fingerprint = EXCLUDED.fingerprint, session_id = EXCLUDED.session_id, \
                  created_at = EXCLUDED.created_at \
              WHERE idempotent_requests.created_at < $5",
-            &[
-                &key_hash.as_slice(),
-                &fingerprint.as_slice(),
-                &session_id,
-                &now,
-                &kept_since,
-            ],
-        )
-        .await?;
+        &[
+            &key_hash.as_slice(),
+            &fingerprint.as_slice(),
+            &session_id,
+            &now,
+            &kept_since,
+        ],
+    )
+    .await?;
     if claimed == 1 {
         return Ok(RequestClaim::Claimed);
     }
@@ -65,13 +66,13 @@ pub async fn find_request(
     key_hash: &[u8; 32],
     kept_since: OffsetDateTime,
 ) -> Result<Option<KeptRequest>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT fingerprint, session_id FROM idempotent_requests \
+    let row = cached::query_opt(
+        db,
+        "SELECT fingerprint, session_id FROM idempotent_requests \
              WHERE key_hash = $1 AND created_at >= $2",
-            &[&key_hash.as_slice(), &kept_since],
-        )
-        .await?;
+        &[&key_hash.as_slice(), &kept_since],
+    )
+    .await?;
     row.map(|row| {
         Ok(KeptRequest {
             fingerprint: row.try_get(0)?,
@@ -90,21 +91,21 @@ pub async fn first_token_unused(
     now: OffsetDateTime,
     idle_limit: time::Duration,
 ) -> Result<Option<OffsetDateTime>, Error> {
-    let row = db
-        .query_opt(
-            concat!(
-                "SELECT s.expires_at FROM sessions s \
+    let row = cached::query_opt(
+        db,
+        concat!(
+            "SELECT s.expires_at FROM sessions s \
                  JOIN refresh_tokens t ON t.session_id = s.id \
                  WHERE s.id = $1 AND t.token_hash = $2 AND t.used_at IS NULL AND ",
-                session_is_live!("$3", "$4")
-            ),
-            &[
-                &session_id,
-                &token_hash.as_slice(),
-                &now,
-                &(now - idle_limit),
-            ],
-        )
-        .await?;
+            session_is_live!("$3", "$4")
+        ),
+        &[
+            &session_id,
+            &token_hash.as_slice(),
+            &now,
+            &(now - idle_limit),
+        ],
+    )
+    .await?;
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }

@@ -1,5 +1,6 @@
 //! Signing keys, the secrets the instances share, and the migration history.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
@@ -13,8 +14,7 @@ const KEY_LOCK: i64 = 0x6c61_7463_6b65_7973; // "latckeys"
 /// Holds the schedule lock until the caller's transaction ends: however many instances race to
 /// add a key, each decides after seeing the others' keys.
 pub async fn lock_key_schedule(tx: &impl GenericClient) -> Result<(), Error> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK])
-        .await?;
+    cached::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&KEY_LOCK]).await?;
     Ok(())
 }
 
@@ -29,12 +29,12 @@ fn stored_alg(text: &str) -> Result<SigningAlg, Error> {
 }
 
 pub async fn key_schedule(db: &impl GenericClient) -> Result<Vec<KeyScheduleEntry>, Error> {
-    let rows = db
-        .query(
-            "SELECT alg, signs_from FROM signing_keys ORDER BY signs_from",
-            &[],
-        )
-        .await?;
+    let rows = cached::query(
+        db,
+        "SELECT alg, signs_from FROM signing_keys ORDER BY signs_from",
+        &[],
+    )
+    .await?;
     rows.iter()
         .map(|row| {
             let alg: String = row.try_get(0)?;
@@ -55,7 +55,7 @@ pub async fn insert_key(
     signs_from: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(db,
         "INSERT INTO signing_keys (kid, alg, public_jwk, private_key, encrypted, created_at, signs_from) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
@@ -73,8 +73,7 @@ pub async fn insert_key(
 }
 
 pub async fn load_keys(db: &impl GenericClient) -> Result<Vec<StoredKey>, Error> {
-    let rows = db
-        .query(
+    let rows = cached::query(db,
             "SELECT kid, alg, public_jwk, private_key, encrypted, signs_from FROM signing_keys ORDER BY signs_from",
             &[],
         )
@@ -96,7 +95,7 @@ pub async fn load_keys(db: &impl GenericClient) -> Result<Vec<StoredKey>, Error>
 
 /// Wipes the private half of retired keys; their public half stays for the record.
 pub async fn wipe_private_keys(tx: &impl GenericClient, kids: &[String]) -> Result<(), Error> {
-    tx.execute(
+    cached::execute(tx,
         "UPDATE signing_keys SET private_key = NULL WHERE kid = ANY($1) AND private_key IS NOT NULL",
         &[&kids],
     )
@@ -112,7 +111,8 @@ pub async fn insert_secret_if_absent(
     encrypted: bool,
     now: OffsetDateTime,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "INSERT INTO service_secrets (name, value, encrypted, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO NOTHING",
         &[&name, &value, &encrypted, &now],
@@ -126,33 +126,33 @@ pub async fn read_secret(
     db: &impl GenericClient,
     name: &str,
 ) -> Result<Option<(Vec<u8>, bool)>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT value, encrypted FROM service_secrets WHERE name = $1",
-            &[&name],
-        )
-        .await?;
+    let row = cached::query_opt(
+        db,
+        "SELECT value, encrypted FROM service_secrets WHERE name = $1",
+        &[&name],
+    )
+    .await?;
     row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .transpose()
 }
 
 /// The newest applied migration, or `None` before the history table exists.
 pub async fn applied_migration_version(db: &impl GenericClient) -> Result<Option<i64>, Error> {
-    let exists: bool = db
-        .query_one(
-            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
+    let exists: bool = cached::query_one(
+        db,
+        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+        &[],
+    )
+    .await?
+    .try_get(0)?;
     if !exists {
         return Ok(None);
     }
-    let row = db
-        .query_one(
-            "SELECT max(version)::int8 FROM refinery_schema_history",
-            &[],
-        )
-        .await?;
+    let row = cached::query_one(
+        db,
+        "SELECT max(version)::int8 FROM refinery_schema_history",
+        &[],
+    )
+    .await?;
     Ok(row.try_get(0)?)
 }

@@ -1,6 +1,7 @@
 //! The counters behind the login back-off and the per-IP limits, and the pruning that keeps
 //! every table bounded without a separate job.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
@@ -21,8 +22,7 @@ pub async fn password_backoff(
     account_free: i32,
     now: OffsetDateTime,
 ) -> Result<Option<u64>, Error> {
-    let row = db
-        .query_one(
+    let row = cached::query_one(db,
             "SELECT max(ceil(extract(epoch FROM last_failure_at + make_interval(secs => \
                  least(900, power(2, least(failures - CASE WHEN network = $5::text THEN $4::int4 ELSE $3::int4 END, 12)))) \
                  - $6::timestamptz)))::int8 \
@@ -55,7 +55,8 @@ pub async fn record_password_failure(
     now: OffsetDateTime,
 ) -> Result<(), Error> {
     let networks: Vec<&str> = network.into_iter().chain([EVERY_NETWORK]).collect();
-    db.execute(
+    cached::execute(
+        db,
         "INSERT INTO password_failures AS f (email_hash, network, failures, last_failure_at) \
          SELECT $1, n, 1, $3 FROM unnest($2::text[]) AS n \
          ON CONFLICT (email_hash, network) DO UPDATE \
@@ -71,7 +72,8 @@ pub async fn clear_password_failures(
     db: &impl GenericClient,
     email_hash: &[u8; 32],
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "DELETE FROM password_failures WHERE email_hash = $1",
         &[&email_hash.as_slice()],
     )
@@ -89,8 +91,7 @@ pub async fn take_rate_limit(
     now: OffsetDateTime,
 ) -> Result<Option<u64>, Error> {
     let emission = period / limit.max(1);
-    let allowed = db
-        .query_opt(
+    let allowed = cached::query_opt(db,
             "INSERT INTO rate_limits AS r (bucket, tat) VALUES ($1, $2::timestamptz + make_interval(secs => $3)) \
              ON CONFLICT (bucket) DO UPDATE SET tat = greatest(r.tat, $2::timestamptz) + make_interval(secs => $3) \
              WHERE greatest(r.tat, $2::timestamptz) + make_interval(secs => $3) - $2::timestamptz <= make_interval(secs => $4) \
@@ -101,8 +102,7 @@ pub async fn take_rate_limit(
     if allowed.is_some() {
         return Ok(None);
     }
-    let row = db
-        .query_one(
+    let row = cached::query_one(db,
             "SELECT ceil(extract(epoch FROM tat + make_interval(secs => $3::float8 - $4::float8) - $2))::int8 \
              FROM rate_limits WHERE bucket = $1",
             &[&bucket, &now, &to_interval(emission), &to_interval(period)],
@@ -129,7 +129,7 @@ pub async fn prune_expired(
     let a_day_ago = now - time::Duration::DAY;
     let mut deleted = Vec::with_capacity(7);
     deleted.push(
-        db.execute(
+        cached::execute(db,
             "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
             &[&now, &PRUNE_BATCH],
         )
@@ -137,7 +137,7 @@ pub async fn prune_expired(
     );
     // A run of failures older than a day no longer slows anyone down.
     deleted.push(
-        db.execute(
+        cached::execute(db,
             "DELETE FROM password_failures WHERE (email_hash, network) IN \
              (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
             &[&a_day_ago, &PRUNE_BATCH],
@@ -146,7 +146,8 @@ pub async fn prune_expired(
     );
     // An idempotency key answers retries for a day (the claims ignore older rows already).
     deleted.push(
-        db.execute(
+        cached::execute(
+            db,
             "DELETE FROM idempotency_keys WHERE key_hash IN \
              (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
             &[&a_day_ago, &PRUNE_BATCH],
@@ -154,7 +155,8 @@ pub async fn prune_expired(
         .await?,
     );
     deleted.push(
-        db.execute(
+        cached::execute(
+            db,
             "DELETE FROM idempotent_requests WHERE key_hash IN \
              (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
             &[&a_day_ago, &PRUNE_BATCH],
@@ -163,7 +165,8 @@ pub async fn prune_expired(
     );
     deleted.extend(super::prune_mail(db, now, PRUNE_BATCH).await?);
     deleted.push(
-        db.execute(
+        cached::execute(
+            db,
             "DELETE FROM sessions WHERE id IN ( \
                  (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $3) \
                  UNION (SELECT id FROM sessions WHERE last_used_at < $2 LIMIT $3) \

@@ -23,6 +23,7 @@ macro_rules! session_is_live {
     };
 }
 
+mod cached;
 mod email;
 mod events;
 mod idempotency;

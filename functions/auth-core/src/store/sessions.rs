@@ -1,5 +1,6 @@
 //! Sessions and their refresh tokens.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,7 +23,8 @@ pub async fn start_session(
     session: &NewSession<'_>,
     refresh_token_hash: &[u8; 32],
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent) \
          VALUES ($1, $2, $3, $3, $4, $5, $6)",
         &[
@@ -44,7 +46,8 @@ async fn insert_refresh_token(
     session_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<(), Error> {
-    db.execute(
+    cached::execute(
+        db,
         "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
         &[&token_hash.as_slice(), &session_id, &now],
     )
@@ -122,7 +125,8 @@ pub async fn rotate_refresh_token(
     }
     match (used, within_grace) {
         (false, _) => {
-            db.execute(
+            cached::execute(
+                db,
                 "UPDATE refresh_tokens SET used_at = clock_timestamp() WHERE token_hash = $1",
                 &[&presented_hash.as_slice()],
             )
@@ -131,14 +135,16 @@ pub async fn rotate_refresh_token(
             // A session keeps the last few used tokens, enough to recognise the reuse of a
             // stolen one (the thief or the owner presents an old token soon after the other
             // rotated), not one row per refresh for the session's whole life.
-            db.execute(
+            cached::execute(
+                db,
                 "DELETE FROM refresh_tokens WHERE session_id = $1 AND used_at IS NOT NULL \
                  AND token_hash NOT IN (SELECT token_hash FROM refresh_tokens \
                      WHERE session_id = $1 AND used_at IS NOT NULL ORDER BY used_at DESC LIMIT $2)",
                 &[&session.session_id, &USED_TOKENS_KEPT],
             )
             .await?;
-            db.execute(
+            cached::execute(
+                db,
                 "UPDATE sessions SET last_used_at = $2 WHERE id = $1",
                 &[&session.session_id, &now],
             )
@@ -160,12 +166,12 @@ pub async fn session_for_refresh_token(
     db: &impl GenericClient,
     token_hash: &[u8; 32],
 ) -> Result<Option<Uuid>, Error> {
-    let row = db
-        .query_opt(
-            "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
-            &[&token_hash.as_slice()],
-        )
-        .await?;
+    let row = cached::query_opt(
+        db,
+        "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
+        &[&token_hash.as_slice()],
+    )
+    .await?;
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
@@ -175,8 +181,7 @@ pub async fn revoke_session(
     session_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<Option<Uuid>, Error> {
-    let row = db
-        .query_opt(
+    let row = cached::query_opt(db,
             "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id",
             &[&session_id, &now],
         )
@@ -248,17 +253,17 @@ pub async fn end_sessions_beyond(
     now: OffsetDateTime,
     idle_limit: time::Duration,
 ) -> Result<u64, Error> {
-    Ok(db
-        .execute(
-            concat!(
-                "UPDATE sessions SET revoked_at = $2 WHERE id IN ( \
+    Ok(cached::execute(
+        db,
+        concat!(
+            "UPDATE sessions SET revoked_at = $2 WHERE id IN ( \
                      SELECT s.id FROM sessions s WHERE s.user_id = $1 AND ",
-                session_is_live!("$2", "$3"),
-                " ORDER BY s.created_at DESC, s.id DESC OFFSET $4)"
-            ),
-            &[&user_id, &now, &(now - idle_limit), &keep],
-        )
-        .await?)
+            session_is_live!("$2", "$3"),
+            " ORDER BY s.created_at DESC, s.id DESC OFFSET $4)"
+        ),
+        &[&user_id, &now, &(now - idle_limit), &keep],
+    )
+    .await?)
 }
 
 /// The user's live sessions, newest first, at most `limit`.
@@ -269,17 +274,17 @@ pub async fn live_sessions(
     idle_limit: time::Duration,
     limit: i64,
 ) -> Result<Vec<SessionRow>, Error> {
-    let rows = db
-        .query(
-            concat!(
-                "SELECT s.id, s.created_at, s.last_used_at, s.expires_at, s.ip, s.user_agent \
+    let rows = cached::query(
+        db,
+        concat!(
+            "SELECT s.id, s.created_at, s.last_used_at, s.expires_at, s.ip, s.user_agent \
                  FROM sessions s WHERE s.user_id = $1 AND ",
-                session_is_live!("$2", "$3"),
-                " ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
-            ),
-            &[&user_id, &now, &(now - idle_limit), &limit],
-        )
-        .await?;
+            session_is_live!("$2", "$3"),
+            " ORDER BY s.created_at DESC, s.id DESC LIMIT $4"
+        ),
+        &[&user_id, &now, &(now - idle_limit), &limit],
+    )
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(SessionRow {
@@ -301,13 +306,13 @@ pub async fn revoke_user_session(
     session_id: Uuid,
     now: OffsetDateTime,
 ) -> Result<bool, Error> {
-    let changed = db
-        .execute(
-            "UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL \
+    let changed = cached::execute(
+        db,
+        "UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL \
              AND expires_at > $3",
-            &[&user_id, &session_id, &now],
-        )
-        .await?;
+        &[&user_id, &session_id, &now],
+    )
+    .await?;
     Ok(changed > 0)
 }
 
@@ -318,8 +323,7 @@ pub async fn revoke_other_sessions(
     keep: Uuid,
     now: OffsetDateTime,
 ) -> Result<u64, Error> {
-    Ok(db
-        .execute(
+    Ok(cached::execute(db,
             "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
             &[&user_id, &keep, &now],
         )

@@ -1,5 +1,6 @@
 //! Accounts.
 
+use super::cached;
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
@@ -28,12 +29,12 @@ pub(super) fn user_from(row: &tokio_postgres::Row, first: usize) -> Result<UserR
 }
 
 pub async fn insert_user(db: &impl GenericClient, user: &UserRow) -> Result<(), Error> {
-    let result = db
-        .execute(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
-            &[&user.id, &user.email, &user.password_hash, &user.created_at],
-        )
-        .await;
+    let result = cached::execute(
+        db,
+        "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        &[&user.id, &user.email, &user.password_hash, &user.created_at],
+    )
+    .await;
     match result {
         Ok(_) => Ok(()),
         Err(e)
@@ -50,26 +51,26 @@ pub async fn find_user_by_email(
     db: &impl GenericClient,
     email: &str,
 ) -> Result<Option<UserRow>, Error> {
-    let row = db
-        .query_opt(
-            concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users u WHERE u.email = $1"
-            ),
-            &[&email],
-        )
-        .await?;
+    let row = cached::query_opt(
+        db,
+        concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.email = $1"
+        ),
+        &[&email],
+    )
+    .await?;
     row.as_ref().map(|row| user_from(row, 0)).transpose()
 }
 
 pub async fn find_user(db: &impl GenericClient, id: Uuid) -> Result<Option<UserRow>, Error> {
-    let row = db
-        .query_opt(
-            concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"),
-            &[&id],
-        )
-        .await?;
+    let row = cached::query_opt(
+        db,
+        concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"),
+        &[&id],
+    )
+    .await?;
     row.as_ref().map(|row| user_from(row, 0)).transpose()
 }
 
@@ -80,12 +81,12 @@ pub async fn lock_user_with_password(
     user_id: Uuid,
     hash: &str,
 ) -> Result<bool, Error> {
-    let row = tx
-        .query_opt(
-            "SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE",
-            &[&user_id, &hash],
-        )
-        .await?;
+    let row = cached::query_opt(
+        tx,
+        "SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE",
+        &[&user_id, &hash],
+    )
+    .await?;
     Ok(row.is_some())
 }
 
@@ -98,18 +99,17 @@ pub async fn set_password_hash(
     old_hash: &str,
     new_hash: &str,
 ) -> Result<bool, Error> {
-    let changed = db
-        .execute(
-            "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
-            &[&user_id, &old_hash, &new_hash],
-        )
-        .await?;
+    let changed = cached::execute(
+        db,
+        "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+        &[&user_id, &old_hash, &new_hash],
+    )
+    .await?;
     Ok(changed == 1)
 }
 
 pub async fn delete_user(db: &impl GenericClient, user_id: Uuid) -> Result<(), Error> {
-    db.execute("DELETE FROM users WHERE id = $1", &[&user_id])
-        .await?;
+    cached::execute(db, "DELETE FROM users WHERE id = $1", &[&user_id]).await?;
     Ok(())
 }
 
@@ -133,26 +133,26 @@ pub async fn claim_idempotency_key(
     now: OffsetDateTime,
     kept_since: OffsetDateTime,
 ) -> Result<KeyClaim, Error> {
-    let claimed = tx
-        .execute(
-            "INSERT INTO idempotency_keys (key_hash, endpoint, user_id, created_at) \
+    let claimed = cached::execute(
+        tx,
+        "INSERT INTO idempotency_keys (key_hash, endpoint, user_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO UPDATE \
              SET endpoint = EXCLUDED.endpoint, user_id = EXCLUDED.user_id, \
                  created_at = EXCLUDED.created_at \
              WHERE idempotency_keys.created_at < $5",
-            &[&key_hash.as_slice(), &endpoint, &user_id, &now, &kept_since],
-        )
-        .await?;
+        &[&key_hash.as_slice(), &endpoint, &user_id, &now, &kept_since],
+    )
+    .await?;
     if claimed == 1 {
         return Ok(KeyClaim::Claimed);
     }
     // ON CONFLICT locked the row it did not update, so it is still there and still recent.
-    let row = tx
-        .query_one(
-            "SELECT endpoint, user_id FROM idempotency_keys WHERE key_hash = $1",
-            &[&key_hash.as_slice()],
-        )
-        .await?;
+    let row = cached::query_one(
+        tx,
+        "SELECT endpoint, user_id FROM idempotency_keys WHERE key_hash = $1",
+        &[&key_hash.as_slice()],
+    )
+    .await?;
     Ok(KeyClaim::Used {
         endpoint: row.try_get(0)?,
         user_id: row.try_get(1)?,
