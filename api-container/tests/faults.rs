@@ -641,7 +641,15 @@ async fn sigterm_under_load_finishes_every_request_without_a_5xx() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The signal comes once the load is answered steadily (how soon depends on the machine: each
+    // registration scores and hashes a password), with six requests in flight.
+    let loaded = tokio::time::timeout(Duration::from_secs(30), async {
+        while statuses.lock().unwrap().len() < 12 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(loaded.is_ok(), "the load was answered: {statuses:?}");
     terminate(&service);
     let exited = tokio::task::spawn_blocking(move || wait_exit(service, Duration::from_secs(30)));
     let (status, logs) = exited.await.unwrap();
@@ -651,7 +659,10 @@ async fn sigterm_under_load_finishes_every_request_without_a_5xx() {
     }
     assert!(status.success(), "{logs}");
     let statuses = statuses.lock().unwrap().clone();
-    assert!(statuses.len() > 6, "the load ran: {statuses:?}");
+    assert!(
+        statuses.len() > 12,
+        "the load went on until the signal: {statuses:?}"
+    );
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     assert!(
         refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
