@@ -87,10 +87,10 @@ impl Job {
 /// Lowers the calling thread's priority; on Linux `setpriority(PRIO_PROCESS, 0, ..)` applies to
 /// the calling thread only. Failing to is harmless: the thread just keeps the normal priority.
 ///
-/// Not the idle class (SCHED_IDLE): measured on a 2-vCPU VM (bench/RESULTS.md), it did not shorten
-/// the `/me` tail during a login flood, the kernel places waking threads on a core running only
-/// idle-class work as if it were free, and other busy processes on the machine starve its hashes
-/// outright.
+/// Not the idle class (SCHED_IDLE): like nice, it ranks the threads only within their scheduling
+/// group (the container's cgroup, or with the kernel's autogroup the process's session), so it did
+/// not shorten the `/me` tail any further (bench/RESULTS.md), and any other busy program in the
+/// group starves its hashes outright.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
