@@ -40,7 +40,8 @@ die() { echo "bench: $*" >&2; exit 1; }
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_at_start=$(cut -d' ' -f1 /proc/loadavg)
 uptime_at_start=$(uptime)
-autogroup_at_start=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo absent)
+autogroup_setting=/proc/sys/kernel/sched_autogroup_enabled
+autogroup_at_start=$(cat "$autogroup_setting" 2>/dev/null || echo absent)
 
 # --- tools -------------------------------------------------------------------------------------
 as_root=()
@@ -80,14 +81,12 @@ peer_pg_dir="$work/peer-pg"
 service_pid=""
 peer_pid=""
 background_pids=()
-autogroup_setting=/proc/sys/kernel/sched_autogroup_enabled
 autogroup_restore=""   # the value to put back when the isolation runs changed it
+set_autogroup() { echo "$1" | "${as_root[@]}" tee "$autogroup_setting" >/dev/null 2>&1; }
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  if [ -n "$autogroup_restore" ]; then
-    echo "$autogroup_restore" | "${as_root[@]}" tee "$autogroup_setting" >/dev/null || true
-  fi
+  if [ -n "$autogroup_restore" ]; then set_autogroup "$autogroup_restore" || true; fi
   for pid in "${background_pids[@]}" "$service_pid" "$peer_pid"; do
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   done
@@ -362,8 +361,7 @@ if [ "$nproc" -gt 1 ]; then
   ACCESS_TOKEN=$(access_token)
   isolation -reserved
 fi
-if [ "$(cat "$autogroup_setting" 2>/dev/null)" = 1 ] \
-  && echo 0 | "${as_root[@]}" tee "$autogroup_setting" >/dev/null 2>&1; then
+if [ "$autogroup_at_start" = 1 ] && set_autogroup 0; then
   autogroup_restore=1
   log "kernel.sched_autogroup_enabled 0 for the next runs (set back to 1 after them)"
   # A process keeps the group it had; the restarted service, its new database connections' backends
@@ -372,7 +370,7 @@ if [ "$(cat "$autogroup_setting" 2>/dev/null)" = 1 ] \
   start_service
   ACCESS_TOKEN=$(access_token)
   isolation -ungrouped
-  echo 1 | "${as_root[@]}" tee "$autogroup_setting" >/dev/null
+  set_autogroup 1
   autogroup_restore=""
 else
   log "kernel autogroup is off or cannot be changed here: no separate ungrouped isolation run"
