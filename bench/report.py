@@ -82,6 +82,16 @@ ISOLATION_NOTES = [
     "database on RDS, so the ungrouped run is the one that stands for it. Figures on this VM vary "
     "from run to run by 10% (hashing) and more (tails).",
     "",
+    "A later day on the same kind of VM, quieter (idle p99 0.7–1.3 ms), autogroup off, three runs of "
+    "6 s each: p99 during the flood 3.0–4.4 ms with the hashing threads as shipped (nice 10); 2.5–3.7 "
+    "with their scheduler slice cut to 0.1 ms; 2.7–3.2 at nice 19 with that slice; 2.6–2.9 in the "
+    "idle class (SCHED_IDLE), at 63 logins/s instead of 66, a class that starves logins whenever "
+    "anything else keeps the cores busy (see hashing.rs); 3.9–4.4 with the database's "
+    "`synchronous_commit` off (so not the WAL flushes); 1.8–2.0 with one hashing thread, at 42 "
+    "logins/s. `perf sched timehist` showed stretches of up to 5 ms in which both cores ran only "
+    "hashing threads while the runtime thread waiting for `/me`'s query answer woke at their end. "
+    "On two cores shared with the database and wrk, ≤ 2× was reached only with a core kept free.",
+    "",
 ]
 
 
