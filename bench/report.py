@@ -75,14 +75,14 @@ ISOLATION_NOTES = [
     "flood against 2.2–3.2 idle, three runs). With autogroup off (restarting the service so that it "
     "and its connections' backends start outside any group) the same flood gave 5.1–6.6 ms against "
     "2.4–3.5 idle (six runs); two busy loops at nice 19 beside the service raise the p99 3.3× with autogroup "
-    "on and about 1.5× with it off. A shorter scheduler slice for the hashing or the runtime's "
-    "threads (`sched_setattr`, 0.1 ms) and nice 19 for the hashing threads changed nothing "
-    "measurable; one core kept free of hashing gave 1.7–2.1× at three quarters of the logins. In "
+    "on and about 1.5× with it off. With autogroup on, a shorter scheduler slice for the hashing or "
+    "the runtime's threads (`sched_setattr`, 0.1 ms) and nice 19 for the hashing threads changed "
+    "nothing measurable; one core kept free of hashing gave 1.7–2.1× at three quarters of the logins. In "
     "production the service runs in a container (one cgroup: the nice holds inside it) and the "
     "database on RDS, so the ungrouped run is the one that stands for it. Figures on this VM vary "
     "from run to run by 10% (hashing) and more (tails).",
     "",
-    "A later day on the same kind of VM, quieter (idle p99 0.7–1.3 ms), autogroup off, three runs of "
+    "A later session on the same kind of VM, quieter (idle p99 0.7–1.3 ms), autogroup off, three runs of "
     "6 s each: p99 during the flood 3.0–4.4 ms with the hashing threads as shipped (nice 10); 2.5–3.7 "
     "with their scheduler slice cut to 0.1 ms; 2.7–3.2 at nice 19 with that slice; 2.6–2.9 in the "
     "idle class (SCHED_IDLE), at 63 logins/s instead of 66, a class that starves logins whenever "
@@ -107,7 +107,7 @@ def median_rounds(wrk):
     round whose p99 ratio is the median, under the names without the round; returns every round's
     figures per setting."""
     rounds = {}
-    for setting in ("", "-reserved", "-ungrouped"):
+    for setting in ISOLATION_SETTINGS:
         found = []
         n = 1
         while f"me-flood{setting}-{n}" in wrk:

@@ -106,10 +106,9 @@ mod tests {
     use super::*;
     use jsonwebtoken::jwk::Jwk;
 
-    /// A token signed by the service's own signing path, checked by the ring verifier directly
-    /// (installing the provider would depend on the order the tests run in).
     /// Signatures made by the ring signer from a key as the service generates it (RustCrypto's
-    /// PKCS#8), checked by both the ring verifier and RustCrypto's, and the other way round.
+    /// PKCS#8), checked by both the ring verifier and RustCrypto's, and the other way round. The factories
+    /// are called directly: installing the provider would depend on the order the tests run in.
     #[test]
     fn ring_and_rust_crypto_accept_each_others_es256_signatures() {
         let key = crate::token::generate_key(crate::config::SigningAlg::Es256).unwrap();

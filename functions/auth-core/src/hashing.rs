@@ -88,9 +88,10 @@ impl Job {
 /// the calling thread only. Failing to is harmless: the thread just keeps the normal priority.
 ///
 /// Not the idle class (SCHED_IDLE): like nice, it ranks the threads only within their scheduling
-/// group (the container's cgroup, or with the kernel's autogroup the process's session), so it did
-/// not shorten the `/me` tail any further (bench/RESULTS.md), and any other busy program in the
-/// group starves its hashes outright.
+/// group (the container's cgroup, or with the kernel's autogroup the process's session); where it
+/// does reach the database's processes it shortened the `/me` tail during a login flood only a
+/// little, not to 2× idle (bench/RESULTS.md's notes), and any other busy program in the group
+/// starves its hashes outright.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
