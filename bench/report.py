@@ -65,32 +65,35 @@ def main():
 # What the isolation runs were measured against, by hand, on the machine of the recorded run
 # (2 vCPUs, AMD EPYC, kernel 6.18 in a Firecracker VM); bench/RESULTS.md carries it with the figures.
 ISOLATION_NOTES = [
-    "Why the tail grows on a machine that also runs the database, found by hand with the same paced "
-    "`/me` (runs of 8 s): with the kernel's autogroup on (the default of most distributions, "
-    "`kernel.sched_autogroup_enabled=1`), every session is a scheduling group that weighs as much "
-    "as any other, and every PostgreSQL backend starts a session of its own (it calls setsid). So "
-    "the hashing threads' nice 10 only ranks them below the service's own threads; against the "
-    "backends that answer `/me`'s query they count as much as the whole service, and `perf sched "
-    "latency` showed those backends waiting up to 53 ms to run (p99 of `/me` 33–90 ms during the "
-    "flood against 2.2–3.2 idle, three runs). With autogroup off (restarting the service so that it "
-    "and its connections' backends start outside any group) the same flood gave 5.1–6.6 ms against "
-    "2.4–3.5 idle (six runs); two busy loops at nice 19 beside the service raise the p99 3.3× with autogroup "
-    "on and about 1.5× with it off. With autogroup on, a shorter scheduler slice for the hashing or "
-    "the runtime's threads (`sched_setattr`, 0.1 ms) and nice 19 for the hashing threads changed "
-    "nothing measurable; one core kept free of hashing gave 1.7–2.1× at three quarters of the logins. In "
-    "production the service runs in a container (one cgroup: the nice holds inside it) and the "
-    "database on RDS, so the ungrouped run is the one that stands for it. Figures on this VM vary "
-    "from run to run by 10% (hashing) and more (tails).",
+    "What keeps the tail down: every hashing thread gives its core away (`sched_yield`) every 1 024 "
+    "iterations, about 80 µs (`STEPS_BETWEEN_YIELDS` in hashing.rs). Found by hand on this kind of VM "
+    "(autogroup off, the paced `/me` above, rounds of 6 s, a flood of 8 connections). With the login "
+    "answered straight after its hash (no database work at all, a throwaway build), the flood's p99 was "
+    "3.3–4.0 ms against 1.4–1.5 idle with the threads at nice 10 and no yield; 3.6–4.0 with a 0.1 ms "
+    "scheduler slice (`sched_setattr`); 2.6–3.8 in the idle class (SCHED_IDLE); 3.3–4.2 with the queue "
+    "looked at every 1 024 iterations but no yield; and 1.4–1.5 against 1.3–1.8 idle (1.0–1.2×) with a "
+    "yield every 1 024 iterations, 1.3–1.6 with one every 256, at the same 55–62 logins/s. One every "
+    "4 096 helped less. With whole logins, the yield took the p99 from 3.4–5.0 ms (2.4–3.3×) to "
+    "1.7–2.4 ms against 1.3–2.0 idle (one round in five hit 21 ms). What is left is the logins' own work "
+    "at normal priority, measured per login during the flood: about 2.6 ms of PostgreSQL's CPU and 1 ms "
+    "of the service's runtime threads, against 26 ms of hashing. Moving the login handlers to a second "
+    "runtime at nice 10 did not clearly help and was not kept; a statement now stores a session with its "
+    "first refresh token, and one records an event and trims the history (two round trips fewer a login).",
     "",
-    "A later session on the same kind of VM, quieter (idle p99 0.7–1.3 ms), autogroup off, three runs of "
-    "6 s each: p99 during the flood 3.0–4.4 ms with the hashing threads as shipped (nice 10); 2.5–3.7 "
-    "with their scheduler slice cut to 0.1 ms; 2.7–3.2 at nice 19 with that slice; 2.6–2.9 in the "
-    "idle class (SCHED_IDLE), at 63 logins/s instead of 66, a class that starves logins whenever "
-    "anything else keeps the cores busy (see hashing.rs); 3.9–4.4 with the database's "
-    "`synchronous_commit` off (so not the WAL flushes); 1.8–2.0 with one hashing thread, at 42 "
-    "logins/s. `perf sched timehist` showed stretches of up to 5 ms in which both cores ran only "
-    "hashing threads while the runtime thread waiting for `/me`'s query answer woke at their end. "
-    "On two cores shared with the database and wrk, ≤ 2× was reached only with a core kept free.",
+    "Before the yield (kept for the record): with the kernel's autogroup on (the default of most "
+    "distributions, `kernel.sched_autogroup_enabled=1`), every session is a scheduling group that "
+    "weighs as much as any other, and every PostgreSQL backend starts a session of its own (it calls "
+    "setsid). So the hashing threads' nice 10 only ranks them below the service's own threads; "
+    "against the backends that answer `/me`'s query they count as much as the whole service, and "
+    "`perf sched latency` showed those backends waiting up to 53 ms to run (p99 of `/me` 33–90 ms "
+    "during the flood against 2.2–3.2 idle). With autogroup off (the service restarted so that it "
+    "and its connections' backends start outside any group), nice 10 gave 3.0–4.4 ms against 0.7–1.3 "
+    "idle; nice 19, a 0.1 ms slice, SCHED_IDLE (which starves logins whenever anything else keeps the "
+    "cores busy) and `synchronous_commit` off each left it above 2.5 ms; only one core kept free of "
+    "hashing came under 2× (1.8–2.0 ms, at 42 logins/s). In production the service runs in a "
+    "container (one cgroup: the nice holds inside it) and the database on RDS, so the ungrouped run is "
+    "the one that stands for it. Figures on this VM vary from run to run by 10% (hashing) and more "
+    "(tails).",
     "",
 ]
 
@@ -371,6 +374,9 @@ def markdown(env, hashing, wrk, sessions, d, targets, shared, chart):
         f"{hashing['ns_per_compression']:.1f} ns: `openssl speed -evp sha256 -bytes 16384`) "
         f"| {hashing['bound_ms']:.2f} | 1.000 |",
         f"| ours, {hashing['backend']} (`auth_core::kdf`), one hash | {hashing['ours_ms']:.2f} | {hashing['ours_over_bound']:.3f} |",
+        *([f"| ours, {hashing['backend']}, one hash as a hashing thread runs it (a yield every "
+           f"{hashing.get('steps_between_yields', 1024)} iterations) | {hashing['yielding_ms']:.2f} "
+           f"| {hashing['yielding_ms'] / hashing['bound_ms']:.3f} |"] if "yielding_ms" in hashing else []),
         f"| ours, {hashing['backend']}, two hashes interleaved (per hash) | {hashing['pair_ms'] / 2:.2f} "
         f"| {hashing['pair_ms'] / 2 / hashing['bound_ms']:.3f} |",
         *[f"| ours, {hashing['backend']}, {n} hashes interleaved (per hash; not used) | "
@@ -381,8 +387,9 @@ def markdown(env, hashing, wrk, sessions, d, targets, shared, chart):
         "",
         "A hashing thread runs up to two derivations interleaved (`kdf::WIDTH`; three or four are "
         "measured above to show whether more would pay). A derivation that arrives while every thread "
-        "is busy joins one in progress at its next look at the queue (about every millisecond), and "
-        "an idle thread is always preferred; a lone one runs alone at once.",
+        "is busy joins one in progress at its next look at the queue (every 1 024 iterations, about "
+        "80 µs, when the thread also yields its core: see Isolation), and an idle thread is always "
+        "preferred; a lone one runs alone at once.",
         "",
         f"Hash rate: {hashing['hashes_per_second_per_core']:.2f} hashes/s per core, "
         f"{d['hash_capacity_per_second']:.2f} for {env['cores']} cores.",

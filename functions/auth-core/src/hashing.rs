@@ -9,15 +9,24 @@ use prometheus_client::metrics::counter::Counter;
 use crate::error::Error;
 use crate::kdf::{Backend, Lanes};
 
-/// Iterations a thread runs between looks at the queue for a derivation to join it (about 1 ms
-/// of SHA-NI work): how long a newcomer waits at most for a thread that has room.
-const JOIN_STEPS: u32 = 16_384;
+/// Iterations a thread runs before it gives its core away (`sched_yield`) and looks at the queue
+/// for a derivation to join it: about 80 µs of SHA-NI work, so also how long a newcomer waits at
+/// most for a thread that has room.
+///
+/// The yield is what keeps a login flood from slowing every other request. On two cores, with
+/// logins that did nothing but hash, `/me`'s p99 during the flood was 2.3-2.9× its idle p99 with
+/// the threads at nice 10, and up to 3× in the idle class (SCHED_IDLE) or with a 0.1 ms scheduler
+/// slice; a yield every 1 024 iterations made it 1.0-1.2× at the same login rate, where looking
+/// at the queue as often without yielding changed nothing and a yield every 4 096 helped less
+/// (bench/RESULTS.md's notes). A yield with nothing else waiting costs well under a microsecond.
+pub const STEPS_BETWEEN_YIELDS: u32 = 1_024;
 
 /// Runs password hashing on threads of its own, at most `max_concurrent` threads busy with at most
 /// `queue` jobs waiting beyond the idle threads; past that a request is refused at once with 503
 /// `overloaded`, because a queue without a bound turns a login flood into timeouts for everyone.
-/// The hashing threads run at a lower scheduling priority (nice 10): when every core is hashing,
-/// requests that need no hash (token checks, refreshes) still get the CPU first.
+/// The hashing threads run at a lower scheduling priority (nice 10) and give their core away
+/// every [`STEPS_BETWEEN_YIELDS`] iterations: when every core is hashing, requests that need no
+/// hash (token checks, refreshes) still get the CPU first, and within tens of microseconds.
 ///
 /// A thread hashing a PBKDF2 derivation takes a waiting one beside it as soon as no thread is idle,
 /// and runs the two interleaved ([`crate::kdf::Lanes`]): SHA-256's round instructions are
@@ -90,8 +99,8 @@ impl Job {
 /// Not the idle class (SCHED_IDLE): like nice, it ranks the threads only within their scheduling
 /// group (the container's cgroup, or with the kernel's autogroup the process's session); where it
 /// does reach the database's processes it shortened the `/me` tail during a login flood only a
-/// little, not to 2× idle (bench/RESULTS.md's notes), and any other busy program in the group
-/// starves its hashes outright.
+/// little, far less than the yields do (see [`STEPS_BETWEEN_YIELDS`]), and any other busy
+/// program in the group starves its hashes outright.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
@@ -214,12 +223,14 @@ fn work(shared: &Shared, backend: Backend) {
             }
             // A fault in the hashing code must not take the thread with it: the derivations in
             // progress are dropped, and their callers get an error instead of waiting for ever.
-            let finished =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lanes.run(JOIN_STEPS)))
-                    .unwrap_or_else(|_| {
-                        lanes = Lanes::new(backend, crate::kdf::WIDTH);
-                        Vec::new()
-                    });
+            let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                lanes.run(STEPS_BETWEEN_YIELDS)
+            }))
+            .unwrap_or_else(|_| {
+                lanes = Lanes::new(backend, crate::kdf::WIDTH);
+                Vec::new()
+            });
+            std::thread::yield_now();
             let deliveries: Vec<Delivery> = finished
                 .into_iter()
                 .map(|(waiter, output)| -> Delivery {
