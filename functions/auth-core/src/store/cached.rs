@@ -1,7 +1,7 @@
 //! Every statement runs prepared once per connection and kept in the pool's statement cache.
 //! tokio-postgres prepares an unnamed statement before each run of a plain string: two round
 //! trips, and PostgreSQL parses and plans the text every time. Kept, a statement costs one round
-//! trip from its second run on; a login runs about ten of them.
+//! trip from its second run on; a login runs about nine of them.
 //!
 //! The cache lives as long as the connection. Statements name their columns, so a migration that
 //! adds a column leaves them valid; PostgreSQL re-plans them after any change to their tables.

@@ -42,6 +42,9 @@ impl EventType {
 /// Events kept per account; the API shows the newest 50.
 const EVENTS_KEPT_PER_USER: i64 = 200;
 
+/// Records an event and, in the same statement, drops the account's oldest beyond
+/// `EVENTS_KEPT_PER_USER`, so that its history stays bounded without a cleanup job or another
+/// round trip.
 pub async fn record_event(
     db: &impl GenericClient,
     user_id: Uuid,
@@ -50,17 +53,24 @@ pub async fn record_event(
     ip: Option<&str>,
     user_agent: Option<&str>,
 ) -> Result<(), Error> {
-    cached::execute(db,
-        "INSERT INTO security_events (id, user_id, type, at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&Uuid::now_v7(), &user_id, &event.as_str(), &at, &ip, &user_agent],
-    )
-    .await?;
-    // Keep each account's history bounded without a cleanup job.
+    // The DELETE's subquery reads the table as it was before this statement's INSERT, so it keeps
+    // one fewer of the older events to make room for the new one.
     cached::execute(
         db,
-        "DELETE FROM security_events WHERE user_id = $1 AND id IN \
-         (SELECT id FROM security_events WHERE user_id = $1 ORDER BY at DESC, id DESC OFFSET $2)",
-        &[&user_id, &EVENTS_KEPT_PER_USER],
+        "WITH recorded AS ( \
+             INSERT INTO security_events (id, user_id, type, at, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6)) \
+         DELETE FROM security_events WHERE user_id = $2 AND id IN \
+         (SELECT id FROM security_events WHERE user_id = $2 ORDER BY at DESC, id DESC OFFSET $7)",
+        &[
+            &Uuid::now_v7(),
+            &user_id,
+            &event.as_str(),
+            &at,
+            &ip,
+            &user_agent,
+            &(EVENTS_KEPT_PER_USER - 1),
+        ],
     )
     .await?;
     Ok(())

@@ -17,7 +17,7 @@ pub struct NewSession<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-/// Stores a new session with its first refresh token (only the token's hash).
+/// Stores a new session with its first refresh token (only the token's hash), in one statement.
 pub async fn start_session(
     db: &impl GenericClient,
     session: &NewSession<'_>,
@@ -25,8 +25,10 @@ pub async fn start_session(
 ) -> Result<(), Error> {
     cached::execute(
         db,
-        "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6)",
+        "WITH started AS ( \
+             INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent) \
+             VALUES ($1, $2, $3, $3, $4, $5, $6)) \
+         INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($7, $1, $3)",
         &[
             &session.id,
             &session.user_id,
@@ -34,10 +36,11 @@ pub async fn start_session(
             &session.expires_at,
             &session.ip,
             &session.user_agent,
+            &refresh_token_hash.as_slice(),
         ],
     )
     .await?;
-    insert_refresh_token(db, refresh_token_hash, session.id, session.now).await
+    Ok(())
 }
 
 async fn insert_refresh_token(

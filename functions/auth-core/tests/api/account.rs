@@ -226,6 +226,57 @@ async fn at_most_fifty_events_are_returned() {
     assert_eq!(events[0]["type"], "registered", "newest first");
 }
 
+#[tokio::test]
+async fn an_accounts_history_keeps_its_newest_two_hundred_events() {
+    let app = spawn_app_with_generous_limits().await;
+    let registered = app.signed_up("ann@example.com").await;
+    let db = app.db.client().await;
+    let user_id = uuid::Uuid::parse_str(registered.body["user"]["id"].as_str().unwrap()).unwrap();
+    // 250 failures older than the registration, one second apart.
+    db.execute(
+        "INSERT INTO security_events (id, user_id, type, at) \
+         SELECT gen_random_uuid(), $1, 'login_failed', now() - make_interval(secs => g) \
+         FROM generate_series(1, 250) AS g",
+        &[&user_id],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        app.login("ann@example.com", STRONG_PASSWORD).await.status,
+        200
+    );
+
+    let count = |kind: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM security_events WHERE user_id = $1 AND type = $2",
+                &[&user_id, &kind],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    // The login's event makes room for itself: the oldest failures went, the newest stayed.
+    assert_eq!(count("login_succeeded").await, 1);
+    assert_eq!(count("registered").await, 1);
+    assert_eq!(count("login_failed").await, 198);
+    let oldest_kept: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM now() - min(at))::float8 FROM security_events WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        oldest_kept < 220.0,
+        "the oldest kept is {oldest_kept} s old"
+    );
+}
+
 async fn spawn_app_with_generous_limits() -> crate::helpers::TestApp {
     crate::helpers::spawn_app_with(&[("AUTH_IP_LOGINS_PER_MINUTE", "0")]).await
 }
