@@ -18,7 +18,8 @@ use crate::kdf::{Backend, Lanes};
 /// the threads at nice 10, and up to 3× in the idle class (SCHED_IDLE) or with a 0.1 ms scheduler
 /// slice; a yield every 1 024 iterations made it 1.0-1.2× at the same login rate, where looking
 /// at the queue as often without yielding changed nothing and a yield every 4 096 helped less
-/// (bench/RESULTS.md's notes). A yield with nothing else waiting costs well under a microsecond.
+/// (bench/RESULTS.md's notes). A yield costs about 2 µs here even with nothing else waiting: 1-3%
+/// of a hash (hash_bench measures a hash run this way).
 pub const STEPS_BETWEEN_YIELDS: u32 = 1_024;
 
 /// Runs password hashing on threads of its own, at most `max_concurrent` threads busy with at most
