@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::idempotency::record_request;
-use super::{Auth, ClientInfo, KEY_KEPT, KeyedRequest, record_event};
+use super::idempotency::{claim_registration_key, record_request};
+use super::{Auth, ClientInfo, KeyedRequest, record_event};
 use crate::config::EmailVerification;
 use crate::error::Error;
 use crate::mail::{self, MailKind, Mailer, SendError};
@@ -255,17 +255,9 @@ impl Auth {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
             if let Some(key) = idempotency_key {
-                let key_hash = token::sha256(key.as_bytes());
                 // A retry of a registration that committed: it was answered, and mailed, once.
-                if let store::KeyClaim::Used { .. } = store::claim_idempotency_key(
-                    &tx,
-                    &key_hash,
-                    "register",
-                    user.id,
-                    now,
-                    now - KEY_KEPT,
-                )
-                .await?
+                if let store::KeyClaim::Used { .. } =
+                    claim_registration_key(&tx, key, user.id, now).await?
                 {
                     return Ok(());
                 }

@@ -37,6 +37,28 @@ pub(super) fn key_refused(reason: &str) -> Error {
 
 pub(super) const USED_FOR_ANOTHER: &str = "This key was used for a different request.";
 
+/// The endpoint a registration's key is recorded for in `idempotency_keys`.
+pub(super) const REGISTER_ENDPOINT: &str = "register";
+
+/// Claims a registration's `Idempotency-Key` for the account `user_id` about to be created,
+/// inside the registration's transaction (see [`store::claim_idempotency_key`]).
+pub(super) async fn claim_registration_key(
+    tx: &impl deadpool_postgres::GenericClient,
+    key: &str,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<store::KeyClaim, Error> {
+    store::claim_idempotency_key(
+        tx,
+        &crate::token::sha256(key.as_bytes()),
+        REGISTER_ENDPOINT,
+        user_id,
+        now,
+        now - KEY_KEPT,
+    )
+    .await
+}
+
 /// A keyed request as the database records it.
 #[derive(Clone, Copy)]
 pub struct KeyedRequest {

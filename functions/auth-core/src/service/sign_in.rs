@@ -3,7 +3,9 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::idempotency::{KEY_KEPT, KeyedLogin, USED_FOR_ANOTHER, key_refused};
+use super::idempotency::{
+    KEY_KEPT, KeyedLogin, REGISTER_ENDPOINT, USED_FOR_ANOTHER, claim_registration_key, key_refused,
+};
 use super::limits::PasswordCheck;
 use super::{
     Account, Auth, ClientInfo, SignedIn, record_event, to_stored_precision, to_time, whole_seconds,
@@ -171,17 +173,7 @@ impl Auth {
             let mut db = self.pool.get().await?;
             let tx = db.transaction().await?;
             if let Some(key) = idempotency_key {
-                let key_hash = token::sha256(key.as_bytes());
-                match store::claim_idempotency_key(
-                    &tx,
-                    &key_hash,
-                    "register",
-                    user.id,
-                    now,
-                    now - KEY_KEPT,
-                )
-                .await?
-                {
+                match claim_registration_key(&tx, key, user.id, now).await? {
                     store::KeyClaim::Claimed => {}
                     store::KeyClaim::Used { endpoint, user_id } => {
                         drop(tx);
@@ -232,7 +224,8 @@ impl Auth {
     ) -> Result<SignedIn, Error> {
         let reused = || key_refused(USED_FOR_ANOTHER);
         let user = store::find_user(&self.pool.get().await?, user_id).await?;
-        let Some(user) = user.filter(|user| endpoint == "register" && user.email == email) else {
+        let Some(user) = user.filter(|user| endpoint == REGISTER_ENDPOINT && user.email == email)
+        else {
             return Err(reused());
         };
         let Some(password) = password::password_as_typed(raw_password) else {
