@@ -116,6 +116,34 @@ pub async fn take_rate_limit(
 /// pass repeats batches while any table filled one (see [`prune_expired`]).
 const PRUNE_BATCH: i64 = 5000;
 
+/// Statements that each delete one batch (at most `$2` rows) of a table's rows whose time is
+/// before a cut-off (`$1`): now less how long the table keeps them.
+const PRUNES_BY_AGE: [(time::Duration, &str); 4] = [
+    // A rate-limit counter whose theoretical arrival time has passed holds nothing back.
+    (
+        time::Duration::ZERO,
+        "DELETE FROM rate_limits WHERE bucket IN \
+         (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
+    ),
+    // A run of failures older than a day no longer slows anyone down.
+    (
+        time::Duration::DAY,
+        "DELETE FROM password_failures WHERE (email_hash, network) IN \
+         (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
+    ),
+    // An idempotency key answers retries for a day (the claims ignore older rows already).
+    (
+        time::Duration::DAY,
+        "DELETE FROM idempotency_keys WHERE key_hash IN \
+         (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+    ),
+    (
+        time::Duration::DAY,
+        "DELETE FROM idempotent_requests WHERE key_hash IN \
+         (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
+    ),
+];
+
 /// Deletes one batch of what no longer matters: spent rate-limit counters, old runs of login
 /// failures, expired idempotency keys, sent mail and used links, and sessions that are over (past
 /// their absolute end, idle too long, or revoked a day ago, so that a late reuse of their refresh
@@ -127,42 +155,10 @@ pub async fn prune_expired(
     idle_limit: time::Duration,
 ) -> Result<bool, Error> {
     let a_day_ago = now - time::Duration::DAY;
-    let mut deleted = Vec::with_capacity(7);
-    deleted.push(
-        cached::execute(db,
-            "DELETE FROM rate_limits WHERE bucket IN (SELECT bucket FROM rate_limits WHERE tat < $1 LIMIT $2)",
-            &[&now, &PRUNE_BATCH],
-        )
-        .await?,
-    );
-    // A run of failures older than a day no longer slows anyone down.
-    deleted.push(
-        cached::execute(db,
-            "DELETE FROM password_failures WHERE (email_hash, network) IN \
-             (SELECT email_hash, network FROM password_failures WHERE last_failure_at < $1 LIMIT $2)",
-            &[&a_day_ago, &PRUNE_BATCH],
-        )
-        .await?,
-    );
-    // An idempotency key answers retries for a day (the claims ignore older rows already).
-    deleted.push(
-        cached::execute(
-            db,
-            "DELETE FROM idempotency_keys WHERE key_hash IN \
-             (SELECT key_hash FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-            &[&a_day_ago, &PRUNE_BATCH],
-        )
-        .await?,
-    );
-    deleted.push(
-        cached::execute(
-            db,
-            "DELETE FROM idempotent_requests WHERE key_hash IN \
-             (SELECT key_hash FROM idempotent_requests WHERE created_at < $1 LIMIT $2)",
-            &[&a_day_ago, &PRUNE_BATCH],
-        )
-        .await?,
-    );
+    let mut deleted = Vec::with_capacity(PRUNES_BY_AGE.len() + 3);
+    for (kept, statement) in PRUNES_BY_AGE {
+        deleted.push(cached::execute(db, statement, &[&(now - kept), &PRUNE_BATCH]).await?);
+    }
     deleted.extend(super::prune_mail(db, now, PRUNE_BATCH).await?);
     deleted.push(
         cached::execute(
