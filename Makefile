@@ -76,6 +76,12 @@ test-workflows:
 test-lambda:
 	scripts/test-lambda.sh
 
+# The kdf crate's tests on aarch64 (the Lambda's ARMv8 SHA-2 path), under qemu-user on x86_64;
+# installs qemu-user and the aarch64 cross linker when missing.
+.PHONY: test-kdf-arm
+test-kdf-arm:
+	scripts/test-kdf-arm.sh
+
 # `sam local invoke` and `sam local start-api`, offline (docs/deploy.md, "Build, deploy, run"):
 # sam-local builds both Lambdas as static musl bootstraps for this machine, the local template
 # (.aws-sam/local/template.yaml) and the FROM-scratch base image SAM builds its emulator on;

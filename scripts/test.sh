@@ -77,6 +77,10 @@ else
   echo "==> SKIPPED test-sam-local: no Docker engine answers ('docker info' failed): sam local was NOT tested"
 fi
 
+# The kdf crate's ARMv8 SHA-2 backend (the Lambda's) with its vectors and proptests, under QEMU.
+echo "==> the kdf tests on aarch64 (scripts/test-kdf-arm.sh)"
+scripts/test-kdf-arm.sh
+
 # The Rust suites run last, so that their summary closes the output.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

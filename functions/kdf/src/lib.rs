@@ -849,6 +849,26 @@ mod tests {
         assert!(Backend::available().contains(&Backend::fastest()));
     }
 
+    /// `KDF_BACKENDS_REQUIRED` (comma-separated, as `Debug` names them) lists backends this run
+    /// must find: scripts/test-kdf-arm.sh sets it, so that an emulator or CPU without the
+    /// instructions fails the run instead of letting every test below pass on `Portable` alone.
+    #[test]
+    fn the_backends_this_run_requires_are_found() {
+        let Ok(required) = std::env::var("KDF_BACKENDS_REQUIRED") else {
+            return;
+        };
+        let found: Vec<String> = Backend::available()
+            .iter()
+            .map(|backend| format!("{backend:?}"))
+            .collect();
+        for name in required.split(',').filter(|name| !name.is_empty()) {
+            assert!(
+                found.iter().any(|backend| backend == name),
+                "{name} is required but this CPU offers only {found:?}"
+            );
+        }
+    }
+
     #[test]
     fn published_vectors_on_every_backend() {
         for backend in Backend::available() {
