@@ -209,7 +209,7 @@ async fn at_most_fifty_events_are_returned() {
     let app = spawn_app_with_generous_limits().await;
     let registered = app.signed_up("ann@example.com").await;
     let db = app.db.client().await;
-    let user_id = uuid::Uuid::parse_str(registered.body["user"]["id"].as_str().unwrap()).unwrap();
+    let user_id = registered.user_id();
     for i in 0..60 {
         db.execute(
             "INSERT INTO security_events (id, user_id, type, at) VALUES ($1, $2, 'login_succeeded', now() - make_interval(secs => $3))",
@@ -231,7 +231,7 @@ async fn an_accounts_history_keeps_its_newest_two_hundred_events() {
     let app = spawn_app_with_generous_limits().await;
     let registered = app.signed_up("ann@example.com").await;
     let db = app.db.client().await;
-    let user_id = uuid::Uuid::parse_str(registered.body["user"]["id"].as_str().unwrap()).unwrap();
+    let user_id = registered.user_id();
     // 250 failures older than the registration, one second apart.
     db.execute(
         "INSERT INTO security_events (id, user_id, type, at) \

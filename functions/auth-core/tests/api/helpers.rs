@@ -279,6 +279,11 @@ impl Reply {
             .to_owned()
     }
 
+    /// The id of the user a registration or login answered with.
+    pub fn user_id(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(self.body["user"]["id"].as_str().expect("user.id")).expect("a UUID")
+    }
+
     pub fn refresh_token(&self) -> String {
         self.body["refresh_token"]
             .as_str()

@@ -252,7 +252,7 @@ async fn spent_counters_and_dead_sessions_are_cleaned_up_off_the_request_path() 
     .await
     .unwrap();
     let user = app.signed_up("owner@example.com").await;
-    let user_id = uuid::Uuid::parse_str(user.body["user"]["id"].as_str().unwrap()).unwrap();
+    let user_id = user.user_id();
     db.execute(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at) \
          SELECT gen_random_uuid(), $1, now() - interval '40 days', now() - interval '40 days', now() - interval '10 days' \
@@ -297,7 +297,7 @@ async fn spent_counters_and_dead_sessions_are_cleaned_up_off_the_request_path() 
 async fn a_backlog_of_several_batches_is_drained_by_background_passes_alone() {
     let app = spawn_app_with(&[]).await;
     let user = app.signed_up("owner@example.com").await;
-    let user_id = uuid::Uuid::parse_str(user.body["user"]["id"].as_str().unwrap()).unwrap();
+    let user_id = user.user_id();
     let db = app.db.client().await;
     db.batch_execute(
         "INSERT INTO rate_limits (bucket, tat) \
