@@ -374,9 +374,9 @@ def markdown(env, hashing, wrk, sessions, d, targets, shared, chart):
         f"{hashing['ns_per_compression']:.1f} ns: `openssl speed -evp sha256 -bytes 16384`) "
         f"| {hashing['bound_ms']:.2f} | 1.000 |",
         f"| ours, {hashing['backend']} (`auth_core::kdf`), one hash | {hashing['ours_ms']:.2f} | {hashing['ours_over_bound']:.3f} |",
-        *([f"| ours, {hashing['backend']}, one hash as a hashing thread runs it (a yield every "
-           f"{hashing['steps_between_yields']} iterations) | {hashing['yielding_ms']:.2f} "
-           f"| {hashing['yielding_ms'] / hashing['bound_ms']:.3f} |"] if "yielding_ms" in hashing else []),
+        f"| ours, {hashing['backend']}, one hash as a hashing thread runs it (a yield every "
+        f"{hashing['steps_between_yields']} iterations) | {hashing['yielding_ms']:.2f} "
+        f"| {hashing['yielding_ms'] / hashing['bound_ms']:.3f} |",
         f"| ours, {hashing['backend']}, two hashes interleaved (per hash) | {hashing['pair_ms'] / 2:.2f} "
         f"| {hashing['pair_ms'] / 2 / hashing['bound_ms']:.3f} |",
         *[f"| ours, {hashing['backend']}, {n} hashes interleaved (per hash; not used) | "
